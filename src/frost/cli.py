@@ -1,0 +1,311 @@
+"""The `frost` command line: thin wrappers that parse options, load models and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+from frost.errors import ConfigError, FrostError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `frost score: error: ...`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected token ids separated by commas or spaces, got {text!r}") from exc
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="embedded", help="player and judge: 'embedded', a local folder or a hub id")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+
+
+def _add_pair_args(p: argparse.ArgumentParser, *, move: bool) -> None:
+    p.add_argument("--begin", help="beginning x as text")
+    p.add_argument("--begin-ids", type=_ids, help="beginning x as token ids (instead of --begin)")
+    p.add_argument("--end", help="end z as text (it may start mid-word)")
+    p.add_argument("--end-ids", type=_ids, help="end z as token ids (instead of --end)")
+    p.add_argument("--gap", type=int, default=24, help="the gap (in tokens) the player's prompt announces")
+    if move:
+        p.add_argument("--move", help="the move y as text (leading spaces matter)")
+        p.add_argument("--move-ids", type=_ids, help="the move y as token ids (instead of --move)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `frost` argument parser."""
+    parser = _Parser(prog="frost", description="Cross-Entropy Games and Frost-GRPO training.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("score", help="reward of one infilling move, per-token log-probs, best single-token edits")
+    _add_pair_args(p, move=True)
+    p.add_argument("--mode", default="first-order", help="Taylor score: first-order (the paper) or full")
+    p.add_argument("--top", type=int, default=20, help="number of edits to list, each scored exactly")
+    p.add_argument("--tau", type=float, help="only rank edits the player gives probability > tau (Frost's gate)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    _add_model_args(p)
+
+    p = sub.add_parser("infill", help="best bridge for a beginning and an end: sample K moves, refine with Frost")
+    _add_pair_args(p, move=False)
+    p.add_argument("--L", type=int, default=8, help="move length in tokens")
+    p.add_argument("--K", type=int, default=8, help="moves sampled")
+    p.add_argument("--rounds", type=int, default=3, help="Frost proposal+replacement rounds")
+    p.add_argument("--rule", default="full-gated", help="selection rule (see `frost rules`)")
+    p.add_argument("--D", type=int, default=16, help="candidates scored exactly per round")
+    p.add_argument("--tau", type=float, default=1e-4, help="probability gate of the gated rules")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_model_args(p)
+
+    sub.add_parser("rules", help="list the selection rules")
+
+    p = sub.add_parser("diagnose", help="experiments over a fixed model")
+    dsub = p.add_subparsers(dest="diagnostic", required=True, parser_class=_Parser)
+    d = dsub.add_parser("selection", help="the selection-rule experiment of §3.3 (Figures 1, 2, 5)")
+    d.add_argument("--data", default="handwritten", help="documents: 'handwritten' or a .jsonl file with a text field")
+    d.add_argument("--prompts", type=int, default=8, help="number of documents (prompts) used")
+    d.add_argument("--K", type=int, default=8, help="moves per prompt")
+    d.add_argument("--D", type=_int_list, default=[1, 2, 4, 8, 16], help="comma-separated discovery budgets")
+    d.add_argument("--L", type=int, default=8, help="move length")
+    d.add_argument("--rules", default="all", help="comma-separated rules, or 'all'")
+    d.add_argument("--tau", type=float, default=1e-4, help="probability gate")
+    d.add_argument("--seed", type=int, default=0, help="random seed")
+    d.add_argument("--out", type=Path, help="folder for rows.jsonl, summary.json and table.md")
+    _add_model_args(d)
+    return parser
+
+
+def _setup_torch(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from frost.models import load_model
+
+    return load_model(args.model, device=args.device, dtype=args.dtype)
+
+
+def _pair_ids(args: argparse.Namespace, tokenizer: Any) -> tuple[list[int], list[int]]:
+    from frost.games import encode_plain
+
+    def pick(text: str | None, ids: list[int] | None, name: str) -> list[int]:
+        if (text is None) == (ids is None):
+            raise ConfigError(f"--{name}: give exactly one of --{name} (text) and --{name}-ids")
+        out = ids if ids is not None else encode_plain(tokenizer, text or "")
+        if not out:
+            raise ConfigError(f"--{name}: the {name} is empty")
+        return out
+
+    return pick(args.begin, args.begin_ids, "begin"), pick(args.end, args.end_ids, "end")
+
+
+def _check_ids(ids: Sequence[int], vocab: int, name: str) -> None:
+    bad = [i for i in ids if not 0 <= i < vocab]
+    if bad:
+        raise ConfigError(f"--{name}-ids: token ids must lie in [0, {vocab}); got {bad[:5]}")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from frost.games import InfillingGame, encode_plain
+    from frost.judge import Judge, check_mode
+    from frost.models import forbidden_token_mask
+    from frost.scoring import format_report, score_move
+
+    check_mode(args.mode)
+    if args.tau is not None and not 0 < args.tau < 1:
+        raise ConfigError(f"--tau must lie in (0, 1), got {args.tau}")
+    if args.top < 0:
+        raise ConfigError(f"--top must be >= 0, got {args.top}")
+    if (args.move is None) == (args.move_ids is None):
+        raise ConfigError("--move: give exactly one of --move (text) and --move-ids")
+    if args.move is not None and not args.move:
+        raise ConfigError("--move: the move is empty")
+    if args.move_ids is not None and not args.move_ids:
+        raise ConfigError("--move-ids: the move is empty")
+    _setup_torch(args)
+    lm = _load(args)
+    vocab = lm.model.get_input_embeddings().weight.shape[0]
+    begin, end = _pair_ids(args, lm.tokenizer)
+    move = args.move_ids if args.move_ids is not None else encode_plain(lm.tokenizer, args.move or "")
+    if not move:
+        raise ConfigError("--move: the move is empty")
+    for ids, name in ((begin, "begin"), (end, "end"), (move, "move")):
+        _check_ids(ids, vocab, name)
+    game = InfillingGame(lm.tokenizer, move_length=len(move), gap_tokens=args.gap)
+    inst = game.instance_from_parts(begin, end)
+    forbidden = forbidden_token_mask(lm.tokenizer, vocab, lm.device)
+    report = score_move(
+        Judge(lm.model), lm.tokenizer, inst, move, mode=args.mode, top=args.top, tau=args.tau, forbidden=forbidden
+    )
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(format_report(report, lm.tokenizer))
+    return 0
+
+
+def cmd_infill(args: argparse.Namespace) -> int:
+    from frost.frost import check_tau, get_rule
+    from frost.games import InfillingGame
+    from frost.infill import infill
+    from frost.judge import Judge
+    from frost.models import forbidden_token_mask
+
+    get_rule(args.rule)
+    check_tau(args.tau)
+    for name in ("L", "K"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.rounds < 0 or args.D < 0:
+        raise ConfigError("--rounds and --D must be >= 0")
+    _setup_torch(args)
+    lm = _load(args)
+    begin, end = _pair_ids(args, lm.tokenizer)
+    inst = InfillingGame(lm.tokenizer, move_length=args.L, gap_tokens=args.gap).instance_from_parts(begin, end)
+    vocab = lm.model.get_input_embeddings().weight.shape[0]
+    forbidden = forbidden_token_mask(lm.tokenizer, vocab, lm.device)
+    gen = torch.Generator(device=lm.device).manual_seed(args.seed)
+    res = infill(
+        Judge(lm.model),
+        lm.model,
+        inst,
+        K=args.K,
+        rounds=args.rounds,
+        rule=args.rule,
+        D=args.D,
+        tau=args.tau,
+        temperature=args.temperature,
+        forbidden=forbidden,
+        generator=gen,
+    )
+    texts = [lm.tokenizer.decode(m) for m in res.moves.tolist()]
+    if args.json:
+        out = {
+            "initial_best": res.initial_best,
+            "moves": [
+                {"text": t, "ids": m, "reward": r}
+                for t, m, r in zip(texts, res.moves.tolist(), res.rewards.tolist(), strict=True)
+            ],
+            "rounds": [rec.summary() for rec in res.rounds],
+        }
+        print(json.dumps(out))
+        return 0
+    print(
+        f"best of {args.K} sampled: {res.initial_best:.3f}; after {len(res.rounds)} Frost round(s): "
+        f"{float(res.rewards[0]):.3f} nats"
+    )
+    for t, r in zip(texts, res.rewards.tolist(), strict=True):
+        print(f"  {r:9.3f}  {t!r}")
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from frost.frost import RULES
+
+    for rule in RULES.values():
+        print(f"{rule.name:13} {rule.description}")
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from frost.data import read_documents
+    from frost.diagnostics import markdown_table, run_selection, summarize
+    from frost.frost import RULES, check_tau, get_rule
+    from frost.games import InfillingGame
+    from frost.judge import Judge
+    from frost.models import forbidden_token_mask
+
+    rules = list(RULES) if args.rules == "all" else [r.strip() for r in args.rules.split(",") if r.strip()]
+    for r in rules:
+        get_rule(r)
+    check_tau(args.tau)
+    if args.K < 1 or args.L < 1 or args.prompts < 1:
+        raise ConfigError("--K, --L and --prompts must be >= 1")
+    if not args.D or min(args.D) < 0:
+        raise ConfigError(f"--D must be a list of budgets >= 0, got {args.D}")
+    _setup_torch(args)
+    lm = _load(args)
+    docs = read_documents(args.data)
+    game = InfillingGame(lm.tokenizer, move_length=args.L)
+    instances, _ = game.instances(docs)
+    instances = instances[: args.prompts]
+    vocab = lm.model.get_input_embeddings().weight.shape[0]
+    forbidden = forbidden_token_mask(lm.tokenizer, vocab, lm.device)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rows.jsonl").write_text("")
+
+    def on_rows(rows: list[Any]) -> None:
+        print(f"  prompt {rows[0].prompt + 1}/{len(instances)} done", file=sys.stderr, flush=True)
+        if args.out:
+            with (args.out / "rows.jsonl").open("a") as f:
+                for row in rows:
+                    f.write(json.dumps(vars(row)) + "\n")
+
+    rows = run_selection(
+        Judge(lm.model),
+        lm.model,
+        instances,
+        rules=rules,
+        K=args.K,
+        budgets=args.D,
+        tau=args.tau,
+        seed=args.seed,
+        forbidden=forbidden,
+        on_rows=on_rows,
+    )
+    summary = summarize(rows)
+    table = markdown_table(summary, args.D, "lift")
+    hits = markdown_table(summary, args.D, "hit_rate")
+    text = (
+        f"Best-of-{args.K} lift over no replacement (nats, mean ± SE over {len(instances)} prompts, L={args.L}):\n\n"
+        f"{table}\n\nHit rate:\n\n{hits}\n"
+    )
+    print(text)
+    if args.out:
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        (args.out / "table.md").write_text(text)
+    return 0
+
+
+COMMANDS = {"score": cmd_score, "infill": cmd_infill, "rules": cmd_rules, "diagnose": cmd_diagnose}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `frost` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except FrostError as exc:
+        print(f"frost {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"frost {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

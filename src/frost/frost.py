@@ -1,0 +1,330 @@
+"""Frost proposal and replacement (§2.1, Algorithm 1 lines 4-7), with the paper's selection rules and ours.
+
+Every rule ranks the K*L*|V| single-token mutations of the K parents with three signals computed once per step:
+
+* T, the judge-gradient term (E[v] - E[y_k[j]]) . g_kj (one matmul against the embedding matrix);
+* O, the judge's exact own-position term log P_J(v | x, y<j) - log P_J(y_k[j] | x, y<j) (free from the same forward);
+* P, the player prior log pi(v | prompt, y<j) (saved while sampling);
+
+and the gate P > log tau. Candidates that keep the parent's token (v = y_k[j]) or put a forbidden token in the move
+are never proposed. The top D of the grid are scored exactly; a parent is replaced by its best child only when that
+child is strictly better.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from frost.errors import ConfigError
+from frost.games import GameInstance
+from frost.judge import Judge, TaylorResult
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A selection rule: which signals its ranking score adds up, and whether the probability gate applies."""
+
+    name: str
+    signals: tuple[str, ...]
+    """Subset of ("T", "O", "P") summed into the ranking score; empty means uniformly random."""
+    gated: bool
+    """Keep only candidates with pi(v | prompt, y<j) > tau."""
+    description: str
+
+    @property
+    def needs_gradient(self) -> bool:
+        """Whether the judge must run a backward pass for this rule."""
+        return "T" in self.signals
+
+    @property
+    def estimates_reward(self) -> bool:
+        """Whether R(y_k) + score is an estimate of the child's reward (T and O are reward differences; P is not)."""
+        return bool(self.signals) and "P" not in self.signals
+
+
+RULES: dict[str, Rule] = {
+    r.name: r
+    for r in (
+        Rule("random", (), False, "uniformly random mutations (paper; no signal)"),
+        Rule("topprob", ("P",), False, "most probable tokens under the player (paper)"),
+        Rule("taylor", ("T",), False, "first-order judge gradient, no gate (paper)"),
+        Rule("taylor-gated", ("T",), True, "first-order judge gradient, gated (paper's Algorithm 1)"),
+        Rule("full", ("T", "O"), False, "gradient plus the judge's exact position term, no gate"),
+        Rule("full-gated", ("T", "O"), True, "gradient plus the judge's exact position term, gated"),
+        Rule("judge-gated", ("O",), True, "the judge's exact position term alone, gated (no backward needed)"),
+    )
+}
+PAPER_RULES = ("random", "topprob", "taylor", "taylor-gated")
+
+
+def get_rule(name: str) -> Rule:
+    """Look up a selection rule by name."""
+    if name not in RULES:
+        raise ConfigError(f"frost.rule must be one of {', '.join(RULES)}; got {name!r}")
+    return RULES[name]
+
+
+def check_tau(tau: float) -> float:
+    """Validate the probability gate threshold."""
+    if not 0.0 < tau < 1.0:
+        raise ConfigError(f"frost.tau must lie in (0, 1), got {tau}")
+    return tau
+
+
+@dataclass
+class Candidates:
+    """The D mutations a rule proposes: child d sets position `position[d]` of parent `parent[d]` to `token[d]`."""
+
+    parent: torch.Tensor
+    position: torch.Tensor
+    token: torch.Tensor
+    score: torch.Tensor
+    """The rule's ranking score of each candidate (descending)."""
+    approx: torch.Tensor
+    """R(parent) + score when the rule estimates rewards (T and/or O), else NaN."""
+
+    def __len__(self) -> int:
+        return int(self.parent.numel())
+
+    def head(self, n: int) -> Candidates:
+        """The first `n` candidates (the top-n of the same ranking)."""
+        return Candidates(self.parent[:n], self.position[:n], self.token[:n], self.score[:n], self.approx[:n])
+
+    def children(self, parents: torch.Tensor) -> torch.Tensor:
+        """[D, L] the mutated moves."""
+        kids = parents[self.parent].clone()
+        kids[torch.arange(len(self), device=kids.device), self.position] = self.token
+        return kids
+
+
+def _top_admissible(scores: torch.Tensor, budget: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `budget` largest finite entries of a 1-D tensor, descending; ties go to the lower index (deterministic,
+    and independent of how the grid was chunked)."""
+    k = min(budget, scores.numel())
+    if k == 0:
+        return scores[:0], torch.empty(0, dtype=torch.long, device=scores.device)
+    kth = torch.topk(scores, k).values[-1]
+    floor = kth if torch.isfinite(kth) else torch.tensor(float("-inf"), device=scores.device)
+    index = torch.nonzero((scores >= floor) & torch.isfinite(scores)).squeeze(1)
+    values = scores[index]
+    order = torch.sort(values, descending=True, stable=True).indices[:k]
+    return values[order], index[order]
+
+
+def select_candidates(
+    rule: Rule | str,
+    taylor: TaylorResult,
+    player_logprobs: torch.Tensor | None,
+    budget: int,
+    *,
+    tau: float = 1e-4,
+    forbidden: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    max_chunk_bytes: int = 256 * 2**20,
+) -> Candidates:
+    """The global top-`budget` (D) single-token mutations under `rule`.
+
+    The [K*L, V] score grid is built in chunks of (k, j) rows so that it never holds more than `max_chunk_bytes`
+    of scores at once; the result is the same as ranking the whole grid. Fewer than D candidates come back only when
+    fewer are admissible.
+    """
+    rule = get_rule(rule) if isinstance(rule, str) else rule
+    if budget < 0:
+        raise ConfigError(f"frost.D must be >= 0, got {budget}")
+    if rule.gated:
+        check_tau(tau)
+    k, length, vocab = taylor.shape
+    device = taylor.moves.device
+    if ("P" in rule.signals or rule.gated) and player_logprobs is None:
+        raise ConfigError(f"rule {rule.name!r} needs the player's distributions (player_logprobs)")
+    flat_moves = taylor.moves.reshape(-1)
+    flat_player = player_logprobs.reshape(k * length, vocab) if player_logprobs is not None else None
+    log_tau = math.log(tau)
+    rows_per_chunk = max(1, max_chunk_bytes // (4 * vocab * 3))
+    best_scores = torch.empty(0, device=device)
+    best_index = torch.empty(0, dtype=torch.long, device=device)
+    for start in range(0, k * length, rows_per_chunk):
+        rows = torch.arange(start, min(start + rows_per_chunk, k * length), device=device)
+        if not rule.signals:
+            scores = torch.rand(len(rows), vocab, generator=generator, device=device)
+        else:
+            scores = torch.zeros(len(rows), vocab, device=device)
+            if "T" in rule.signals:
+                scores += taylor.rows_gradient_term(rows)
+            if "O" in rule.signals:
+                scores += taylor.rows_own_term(rows)
+            if "P" in rule.signals:
+                assert flat_player is not None
+                scores += flat_player[rows].float()
+        invalid = torch.zeros_like(scores, dtype=torch.bool)
+        invalid.scatter_(1, flat_moves[rows].view(-1, 1), True)
+        if forbidden is not None:
+            invalid |= forbidden.to(device).view(1, -1)
+        if rule.gated:
+            assert flat_player is not None
+            invalid |= ~(flat_player[rows].float() > log_tau)
+        scores = scores.masked_fill(invalid, float("-inf")).view(-1)
+        values, index = _top_admissible(scores, budget)
+        merged_scores = torch.cat([best_scores, values])
+        merged_index = torch.cat([best_index, index + start * vocab])
+        by_index = torch.argsort(merged_index)
+        values, pos = _top_admissible(merged_scores[by_index], budget)
+        best_scores, best_index = values, merged_index[by_index][pos]
+    row, token = best_index // vocab, best_index % vocab
+    parent, position = row // length, row % length
+    if rule.estimates_reward:
+        approx = taylor.rewards[parent] + best_scores
+    else:
+        approx = torch.full_like(best_scores, float("nan"))
+    return Candidates(parent=parent, position=position, token=token, score=best_scores, approx=approx)
+
+
+@dataclass
+class FrostRecord:
+    """Everything one Frost proposal + replacement did, for training, diagnostics and logs."""
+
+    rule: str
+    parents: torch.Tensor
+    """[K, L] the on-policy moves."""
+    parent_rewards: torch.Tensor
+    """[K] their exact rewards."""
+    candidates: Candidates
+    """The D proposed mutations."""
+    child_rewards: torch.Tensor
+    """[D] exact rewards of the children."""
+    chosen: torch.Tensor
+    """[K] index into the candidates of the child that replaced each parent, or -1."""
+    moves: torch.Tensor
+    """[K, L] the group after replacement (y*)."""
+    rewards: torch.Tensor
+    """[K] its exact rewards (r*)."""
+
+    @property
+    def hits(self) -> torch.Tensor:
+        """[D] whether each child strictly beats its parent."""
+        return self.child_rewards > self.parent_rewards[self.candidates.parent]
+
+    @property
+    def hit_rate(self) -> float:
+        """Fraction of proposed children that strictly beat their parent (NaN when D = 0)."""
+        return float(self.hits.float().mean()) if len(self.candidates) else float("nan")
+
+    @property
+    def mean_lift(self) -> float:
+        """Mean of r~_d - r_k over the children that strictly beat their parent (NaN when none does)."""
+        hits = self.hits
+        if not bool(hits.any()):
+            return float("nan")
+        lift = self.child_rewards - self.parent_rewards[self.candidates.parent]
+        return float(lift[hits].mean())
+
+    @property
+    def frac_replaced(self) -> float:
+        """Fraction of parents replaced by a child."""
+        return float((self.chosen >= 0).float().mean())
+
+    @property
+    def best_before(self) -> float:
+        return float(self.parent_rewards.max())
+
+    @property
+    def best_after(self) -> float:
+        return float(self.rewards.max())
+
+    def summary(self) -> dict[str, Any]:
+        """Scalar metrics of this step."""
+        return {
+            "rule": self.rule,
+            "D": len(self.candidates),
+            "hit_rate": self.hit_rate,
+            "mean_lift": self.mean_lift,
+            "frac_replaced": self.frac_replaced,
+            "best_before": self.best_before,
+            "best_after": self.best_after,
+        }
+
+
+def replace_with_scores(
+    parents: torch.Tensor,
+    parent_rewards: torch.Tensor,
+    candidates: Candidates,
+    child_rewards: torch.Tensor,
+    *,
+    rule: str = "",
+) -> FrostRecord:
+    """Strict-improvement replacement given the children's exact rewards (Algorithm 1 line 7).
+
+    Each parent is replaced by its best child when that child's reward is strictly higher; among equal best children
+    the first in ranking order wins.
+    """
+    k = parents.shape[0]
+    device = parents.device
+    child_rewards = child_rewards.to(device=device, dtype=parent_rewards.dtype)
+    best = torch.full((k,), float("-inf"), device=device, dtype=parent_rewards.dtype)
+    best = best.scatter_reduce(0, candidates.parent, child_rewards, reduce="amax", include_self=True)
+    accept = best > parent_rewards
+    chosen = torch.full((k,), -1, dtype=torch.long, device=device)
+    moves = parents.clone()
+    rewards = parent_rewards.clone()
+    if bool(accept.any()):
+        is_best = (child_rewards == best[candidates.parent]) & accept[candidates.parent]
+        order = torch.arange(len(candidates), device=device)
+        first = torch.full((k,), len(candidates), dtype=torch.long, device=device)
+        first = first.scatter_reduce(0, candidates.parent[is_best], order[is_best], reduce="amin", include_self=True)
+        chosen = torch.where(accept, first, chosen)
+        idx = chosen[accept]
+        moves[accept] = candidates.children(parents)[idx]
+        rewards[accept] = child_rewards[idx]
+    return FrostRecord(
+        rule=rule,
+        parents=parents,
+        parent_rewards=parent_rewards,
+        candidates=candidates,
+        child_rewards=child_rewards,
+        chosen=chosen,
+        moves=moves,
+        rewards=rewards,
+    )
+
+
+def replace(
+    judge: Judge,
+    inst: GameInstance,
+    parents: torch.Tensor,
+    parent_rewards: torch.Tensor,
+    candidates: Candidates,
+    *,
+    rule: str = "",
+) -> FrostRecord:
+    """Score the candidates exactly (deduplicated) and apply strict-improvement replacement."""
+    if len(candidates):
+        child_rewards = judge.rewards(inst, candidates.children(parents))
+    else:
+        child_rewards = torch.empty(0, device=parents.device)
+    return replace_with_scores(parents, parent_rewards, candidates, child_rewards, rule=rule)
+
+
+def frost_step(
+    judge: Judge,
+    inst: GameInstance,
+    parents: torch.Tensor,
+    player_logprobs: torch.Tensor | None,
+    *,
+    rule: str = "taylor-gated",
+    budget: int = 8,
+    tau: float = 1e-4,
+    forbidden: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> FrostRecord:
+    """Algorithm 1 lines 3-7 for one prompt: one judge pass (backward only when the rule uses the gradient),
+    selection of D candidates, exact scoring, strict-improvement replacement."""
+    spec = get_rule(rule)
+    taylor = judge.taylor(inst, parents, with_grad=spec.needs_gradient)
+    candidates = select_candidates(
+        spec, taylor, player_logprobs, budget, tau=tau, forbidden=forbidden, generator=generator
+    )
+    return replace(judge, inst, taylor.moves, taylor.rewards, candidates, rule=spec.name)

