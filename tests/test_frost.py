@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import frost.frost as frost_module
 from conftest import TINY_VOCAB, random_moves
 from frost.errors import ConfigError
 from frost.frost import RULES, Candidates, frost_step, replace, replace_with_scores, select_candidates
@@ -55,10 +56,14 @@ def brute_force_scores(rule: str, taylor, prior, tau: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("rule", [r for r in RULES if r != "random"])
 @pytest.mark.parametrize("budget", [1, 7, 40])
-def test_top_d_equals_brute_force_sort(pool, rule, budget):
+@pytest.mark.parametrize("gate_path", ["dense", "sparse"])
+def test_top_d_equals_brute_force_sort(pool, rule, budget, gate_path, monkeypatch):
+    """Both ways of applying the gate (mask the dense grid, or score only the admitted entries) rank like a sort."""
     _, taylor, prior = pool
     tau = 0.02
-    cands = select_candidates(rule, taylor, prior, budget, tau=tau, forbidden=FORBIDDEN)
+    monkeypatch.setattr(frost_module, "SPARSE_GATE_FRACTION", 1.0)
+    sparse = gate_path == "sparse"
+    cands = select_candidates(rule, taylor, prior, budget, tau=tau, forbidden=FORBIDDEN, sparse_gate=sparse)
     full = brute_force_scores(rule, taylor, prior, tau).view(-1)
     expected = torch.sort(full[torch.isfinite(full)], descending=True).values[:budget]
     assert len(cands) == len(expected)
@@ -97,8 +102,10 @@ def test_gate_holds(pool, rule):
 
 
 @pytest.mark.parametrize("rule", list(RULES))
-def test_chunked_selection_equals_unchunked(pool, rule):
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_chunked_selection_equals_unchunked(pool, rule, fraction, monkeypatch):
     _, taylor, prior = pool
+    monkeypatch.setattr(frost_module, "SPARSE_GATE_FRACTION", fraction)
     a = select_candidates(rule, taylor, prior, 13, forbidden=FORBIDDEN, generator=torch.Generator().manual_seed(3))
     b = select_candidates(
         rule, taylor, prior, 13, forbidden=FORBIDDEN, generator=torch.Generator().manual_seed(3), max_chunk_bytes=1

@@ -94,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="random seed")
     d.add_argument("--out", type=Path, help="folder for rows.jsonl, summary.json and table.md")
     _add_model_args(d)
+
+    p = sub.add_parser("bench", help="per-phase timings of the core operations -> BENCHMARKS.md")
+    p.add_argument("--K", type=int, default=8, help="moves per prompt")
+    p.add_argument("--L", type=int, default=8, help="move length")
+    p.add_argument("--D", type=int, default=64, help="candidates for the top-D and exact-scoring timings")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats after one warm-up")
+    p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="Markdown file to update")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    _add_model_args(p)
+
+    p = sub.add_parser("demo", help="the main job on the embedded model: score a move, compare selection rules")
+    p.add_argument("--prompts", type=int, default=8, help="stories used in the selection comparison")
+    p.add_argument("--D", type=_int_list, default=[1, 4, 16], help="discovery budgets compared")
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for the results")
+    _add_model_args(p)
     return parser
 
 
@@ -103,8 +118,12 @@ def _setup_torch(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
+    import transformers
+
     from frost.models import load_model
 
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
     return load_model(args.model, device=args.device, dtype=args.dtype)
 
 
@@ -291,7 +310,52 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"score": cmd_score, "infill": cmd_infill, "rules": cmd_rules, "diagnose": cmd_diagnose}
+def cmd_bench(args: argparse.Namespace) -> int:
+    from frost.bench import markdown, run_bench
+
+    for name in ("K", "L", "repeats"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.D < 1:
+        raise ConfigError(f"--D must be >= 1, got {args.D}")
+    _setup_torch(args)
+    lm = _load(args)
+    result = run_bench(lm, out=args.out, json_path=args.json, K=args.K, L=args.L, D=args.D, repeats=args.repeats)
+    print(markdown(result))
+    print(f"\nwritten to {args.out}" + (f" and {args.json}" if args.json else ""))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Score a move with its best edits, refine a bridge with Frost, then compare the selection rules."""
+    demo_begin = "Once upon a time, in a village"
+    demo_end = (
+        " and learning new things every day! One day, they stumbled upon a magical forest full of vibrant colors and"
+        " fascinating creatures. As they ventured deeper into the forest, they met Torty, a wise old turtle"
+    )
+    common = ["--model", args.model, "--device", args.device, "--dtype", args.dtype, "--threads", str(args.threads)]
+    print("== 1. frost score: one move, its judge log-probs and its best single-token edits ==", flush=True)
+    pair = ["--begin", demo_begin, "--end", demo_end]
+    cmd_score(build_parser().parse_args(["score", *pair, "--move", " there lived a curious kiwi named", "--top", "8",
+                                          "--mode", "full", *common]))  # fmt: skip
+    print("\n== 2. frost infill: sample 8 bridges, refine them with 2 Frost rounds (full-gated) ==", flush=True)
+    cmd_infill(build_parser().parse_args(["infill", *pair, "--L", "8", "--rounds", "2", *common]))
+    print(f"\n== 3. frost diagnose selection: 7 rules on {args.prompts} stories, K=8, D={args.D} ==", flush=True)
+    budgets = ",".join(str(d) for d in args.D)
+    argv = ["diagnose", "selection", "--prompts", str(args.prompts), "--D", budgets, "--out", str(args.out), *common]
+    cmd_diagnose(build_parser().parse_args(argv))
+    print(f"results: {args.out}/ (rows.jsonl, summary.json, table.md)")
+    return 0
+
+
+COMMANDS = {
+    "score": cmd_score,
+    "infill": cmd_infill,
+    "rules": cmd_rules,
+    "diagnose": cmd_diagnose,
+    "bench": cmd_bench,
+    "demo": cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -115,6 +115,65 @@ def _top_admissible(scores: torch.Tensor, budget: int) -> tuple[torch.Tensor, to
     return values[order], index[order]
 
 
+def _rule_scores(
+    rule: Rule,
+    taylor: TaylorResult,
+    flat_player: torch.Tensor | None,
+    rows: slice,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """A fresh [R, V] float32 tensor of the rule's ranking score over a block of flattened (k, j) rows."""
+    vocab = taylor.shape[2]
+    if not rule.signals:
+        return torch.rand(rows.stop - rows.start, vocab, generator=generator, device=taylor.moves.device)
+    scores: torch.Tensor | None = None
+    if "T" in rule.signals:
+        scores = taylor.rows_gradient_term(rows)
+    if "O" in rule.signals:
+        if scores is None:
+            scores = taylor.rows_own_term(rows)
+        else:  # in place: scores += log P_J(v) - log P_J(y)
+            own = taylor.rows_judge_logprobs(rows)
+            scores.add_(own).sub_(own.gather(1, taylor.moves.reshape(-1, 1)[rows]))
+    if "P" in rule.signals:
+        assert flat_player is not None
+        prior = flat_player[rows].float()
+        scores = prior.clone() if scores is None else scores.add_(prior)
+    assert scores is not None
+    return scores
+
+
+SPARSE_GATE_FRACTION = 0.05
+"""Gated rules score only the admitted entries when the gate keeps at most this fraction of a chunk."""
+
+
+def _rule_scores_sparse(
+    rule: Rule,
+    taylor: TaylorResult,
+    flat_player: torch.Tensor,
+    rows: slice,
+    row_in_chunk: torch.Tensor,
+    token: torch.Tensor,
+) -> torch.Tensor:
+    """The rule's ranking score at the listed (row, token) entries of a block of rows: [N] float32."""
+    k, length, _ = taylor.shape
+    parent_token = taylor.moves.reshape(-1)[rows]
+    scores = torch.zeros(len(token), device=token.device)
+    if "T" in rule.signals:
+        if taylor.grad is None:
+            raise ValueError("this TaylorResult was computed with with_grad=False; it has no gradient term")
+        emb = taylor.embedding
+        grad = taylor.grad.reshape(k * length, -1)[rows].to(emb.dtype)
+        at_parent = (emb[parent_token] * grad).sum(-1).float()
+        scores += (emb[token] * grad[row_in_chunk]).sum(-1).float() - at_parent[row_in_chunk]
+    if "O" in rule.signals:
+        own = taylor.rows_judge_logprobs(rows)
+        scores += own[row_in_chunk, token] - own.gather(1, parent_token.view(-1, 1)).squeeze(1)[row_in_chunk]
+    if "P" in rule.signals:
+        scores += flat_player[rows][row_in_chunk, token].float()
+    return scores
+
+
 def select_candidates(
     rule: Rule | str,
     taylor: TaylorResult,
@@ -125,12 +184,14 @@ def select_candidates(
     forbidden: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     max_chunk_bytes: int = 256 * 2**20,
+    sparse_gate: bool = True,
 ) -> Candidates:
     """The global top-`budget` (D) single-token mutations under `rule`.
 
     The [K*L, V] score grid is built in chunks of (k, j) rows so that it never holds more than `max_chunk_bytes`
     of scores at once; the result is the same as ranking the whole grid. Fewer than D candidates come back only when
-    fewer are admissible.
+    fewer are admissible. For gated rules whose gate keeps a small fraction of the grid (`sparse_gate`), only the
+    admitted entries are scored: T from their embedding rows instead of the full [R, H] x [H, V] matmul.
     """
     rule = get_rule(rule) if isinstance(rule, str) else rule
     if budget < 0:
@@ -141,36 +202,49 @@ def select_candidates(
     device = taylor.moves.device
     if ("P" in rule.signals or rule.gated) and player_logprobs is None:
         raise ConfigError(f"rule {rule.name!r} needs the player's distributions (player_logprobs)")
-    flat_moves = taylor.moves.reshape(-1)
+    flat_moves = taylor.moves.reshape(-1, 1)
     flat_player = player_logprobs.reshape(k * length, vocab) if player_logprobs is not None else None
     log_tau = math.log(tau)
-    rows_per_chunk = max(1, max_chunk_bytes // (4 * vocab * 3))
+    neg_inf = float("-inf")
+    rows_per_chunk = max(1, max_chunk_bytes // (4 * vocab * 2))
     best_scores = torch.empty(0, device=device)
     best_index = torch.empty(0, dtype=torch.long, device=device)
     for start in range(0, k * length, rows_per_chunk):
-        rows = torch.arange(start, min(start + rows_per_chunk, k * length), device=device)
-        if not rule.signals:
-            scores = torch.rand(len(rows), vocab, generator=generator, device=device)
-        else:
-            scores = torch.zeros(len(rows), vocab, device=device)
-            if "T" in rule.signals:
-                scores += taylor.rows_gradient_term(rows)
-            if "O" in rule.signals:
-                scores += taylor.rows_own_term(rows)
-            if "P" in rule.signals:
-                assert flat_player is not None
-                scores += flat_player[rows].float()
-        invalid = torch.zeros_like(scores, dtype=torch.bool)
-        invalid.scatter_(1, flat_moves[rows].view(-1, 1), True)
-        if forbidden is not None:
-            invalid |= forbidden.to(device).view(1, -1)
+        rows = slice(start, min(start + rows_per_chunk, k * length))
+        tokens = flat_moves[rows]
         if rule.gated:
             assert flat_player is not None
-            invalid |= ~(flat_player[rows].float() > log_tau)
-        scores = scores.masked_fill(invalid, float("-inf")).view(-1)
-        values, index = _top_admissible(scores, budget)
+            admitted = flat_player[rows] > log_tau
+            admitted.scatter_(1, tokens, False)
+            if forbidden is not None:
+                admitted &= ~forbidden.to(device).view(1, -1)
+            if sparse_gate and int(admitted.sum()) <= SPARSE_GATE_FRACTION * admitted.numel():
+                # the gate keeps few entries (~0.6% on the embedded model): score only those
+                row_in_chunk, token = admitted.nonzero(as_tuple=True)
+                sparse = _rule_scores_sparse(rule, taylor, flat_player, rows, row_in_chunk, token)
+                values, pos = _top_admissible(sparse, budget)
+                flat_index = (row_in_chunk[pos] + rows.start) * vocab + token[pos]
+                merged_scores = torch.cat([best_scores, values])
+                merged_index = torch.cat([best_index, flat_index])
+                by_index = torch.argsort(merged_index)
+                values, pos = _top_admissible(merged_scores[by_index], budget)
+                best_scores, best_index = values, merged_index[by_index][pos]
+                continue
+        scores = _rule_scores(rule, taylor, flat_player, rows, generator)
+        # inadmissible entries go to -inf in place: the parent's own token, forbidden tokens, the gate
+        scores.scatter_(1, tokens, neg_inf)
+        if forbidden is not None:
+            scores.masked_fill_(forbidden.to(device).view(1, -1), neg_inf)
+        if rule.gated:
+            scores.masked_fill_(~admitted, neg_inf)
+        # row-wise top-D first (fast, parallel over rows), then the global top-D of the survivors
+        take = min(budget, vocab)
+        row_top = torch.topk(scores, take, dim=1)
+        flat_index = (torch.arange(rows.start, rows.stop, device=device).view(-1, 1) * vocab + row_top.indices).view(-1)
+        values, pos = _top_admissible(row_top.values.reshape(-1), budget)
+        flat_index = flat_index[pos]
         merged_scores = torch.cat([best_scores, values])
-        merged_index = torch.cat([best_index, index + start * vocab])
+        merged_index = torch.cat([best_index, flat_index])
         by_index = torch.argsort(merged_index)
         values, pos = _top_admissible(merged_scores[by_index], budget)
         best_scores, best_index = values, merged_index[by_index][pos]

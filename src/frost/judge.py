@@ -27,6 +27,7 @@ import torch
 
 from frost.errors import ConfigError
 from frost.games import GameInstance
+from frost.models import causal_lm_logits
 
 TaylorMode = Literal["first-order", "full"]
 TAYLOR_MODES: tuple[str, ...] = ("first-order", "full")
@@ -45,7 +46,7 @@ def gradient_term(grad_rows: torch.Tensor, tokens: torch.Tensor, embedding: torc
     One matmul against the embedding matrix; the v = y entry is exactly zero (it is subtracted from the same product).
     """
     dots = (grad_rows.to(embedding.dtype) @ embedding.T).float()
-    return dots - dots.gather(1, tokens.view(-1, 1))
+    return dots.sub_(dots.gather(1, tokens.view(-1, 1)))
 
 
 def own_term(logprob_rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -79,20 +80,24 @@ class TaylorResult:
         k, length = self.moves.shape
         return k, length, self.embedding.shape[0]
 
-    def rows_gradient_term(self, rows: torch.Tensor) -> torch.Tensor:
-        """T over flattened (k, j) rows `rows` (indices into K*L): [R, V]."""
+    def rows_gradient_term(self, rows: torch.Tensor | slice) -> torch.Tensor:
+        """T over flattened (k, j) rows `rows` (indices into K*L, or a slice of them): [R, V], a fresh tensor."""
         k, length, _ = self.shape
         if self.grad is None:
             raise ValueError("this TaylorResult was computed with with_grad=False; it has no gradient term")
         grad = self.grad.reshape(k * length, -1)[rows]
         return gradient_term(grad, self.moves.reshape(-1)[rows], self.embedding)
 
-    def rows_own_term(self, rows: torch.Tensor) -> torch.Tensor:
-        """O over flattened (k, j) rows: [R, V]; zero when the move is not scored."""
+    def rows_judge_logprobs(self, rows: torch.Tensor | slice) -> torch.Tensor:
+        """log P_J(v | prefix, y<j) over flattened (k, j) rows: [R, V] (a view for a slice); zero when the move is
+        not scored, so that the position term vanishes."""
         k, length, v = self.shape
-        if not self.move_scored:
-            return torch.zeros(len(rows), v, device=self.moves.device)
-        return own_term(self.judge_logprobs.reshape(k * length, v)[rows], self.moves.reshape(-1)[rows])
+        flat = self.judge_logprobs.reshape(k * length, v)[rows]
+        return flat if self.move_scored else torch.zeros_like(flat)
+
+    def rows_own_term(self, rows: torch.Tensor | slice) -> torch.Tensor:
+        """O over flattened (k, j) rows: [R, V], a fresh tensor; zero when the move is not scored."""
+        return own_term(self.rows_judge_logprobs(rows), self.moves.reshape(-1)[rows])
 
     def approx(self, mode: str = "first-order") -> torch.Tensor:
         """a(k, j, v) for every parent, position and token: [K, L, V] (materialises the whole grid)."""
@@ -181,7 +186,7 @@ class Judge:
             for chunk in unique.split(self.batch_size):
                 n = chunk.shape[0]
                 ids = torch.cat([prefix.expand(n, -1), chunk, suffix.expand(n, -1)], dim=1)
-                logits = self.model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits[:, :-1]
+                logits = causal_lm_logits(self.model, input_ids=ids, keep=keep)[:, :-1]
                 out.append(self._target_logprobs(logits, ids[:, first:])[:, mask])
                 self.forward_sequences += n
         return torch.cat(out)[inverse].clone()
@@ -213,17 +218,26 @@ class Judge:
                 move_emb = emb_layer(chunk).detach().requires_grad_(with_grad)
                 with torch.set_grad_enabled(with_grad):
                     embeds = torch.cat([before, move_emb, after], dim=1)
-                    logits = self.model(inputs_embeds=embeds, logits_to_keep=keep, use_cache=False).logits[:, :-1]
-                    ids = torch.cat([prefix.expand(n, -1), chunk, suffix.expand(n, -1)], dim=1)
-                    lps = self._target_logprobs(logits, ids[:, first:])
+                    logits = causal_lm_logits(self.model, inputs_embeds=embeds, keep=keep)[:, :-1]
+                ids = torch.cat([prefix.expand(n, -1), chunk, suffix.expand(n, -1)], dim=1)
+                targets = ids[:, first:].unsqueeze(-1)
+                with torch.no_grad():
+                    full = logits.detach().float()
+                    lps = self._target_logprobs(full, targets.squeeze(-1))
                     reward = (lps * mask).sum(-1)
-                    if with_grad:
-                        (grad,) = torch.autograd.grad(reward.sum(), move_emb)
-                        grads.append(grad.float())
-                        self.backward_sequences += n
+                if with_grad:
+                    # d reward / d logits = mask * (one_hot(target) - softmax): one fused softmax instead of autograd's
+                    # much slower trip back through logsumexp over the [n, T, V] logits
+                    with torch.no_grad():
+                        dlogits = torch.softmax(full, dim=-1).neg_()
+                        dlogits.scatter_add_(-1, targets, torch.ones_like(targets, dtype=dlogits.dtype))
+                        dlogits.mul_(mask.view(1, -1, 1))
+                    (grad,) = torch.autograd.grad(logits, move_emb, grad_outputs=dlogits.to(logits.dtype))
+                    grads.append(grad.float())
+                    self.backward_sequences += n
                 with torch.no_grad():
                     if inst.move_start > 0:
-                        judge_lps.append(torch.log_softmax(logits[:, move_rows].float(), dim=-1))
+                        judge_lps.append(torch.log_softmax(full[:, move_rows], dim=-1))
                     else:  # nothing predicts the first move token; no position term
                         judge_lps.append(torch.zeros(n, inst.move_length, logits.shape[-1], device=logits.device))
                 rewards.append(reward.detach())

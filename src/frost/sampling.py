@@ -44,7 +44,7 @@ def sampling_distribution(logits: torch.Tensor, forbidden: torch.Tensor | None, 
     return torch.log_softmax(logits / temperature, dim=-1)
 
 
-def _cache_io(model: Any) -> tuple[str, str]:
+def cache_io(model: Any) -> tuple[str, str]:
     """(forward keyword, output attribute) of the KV cache: `cache` in recent transformers, else `past_key_values`."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     params = inspect.signature(type(base).forward).parameters
@@ -80,7 +80,7 @@ def sample_moves(
         forbidden = forbidden.to(device)
     moves = torch.empty(num_moves, move_length, dtype=torch.long, device=device)
     logprob_steps: list[torch.Tensor] = []
-    cache_kw, cache_attr = _cache_io(model)
+    cache_kw, cache_attr = cache_io(model)
     with torch.inference_mode():
         out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
         cache = getattr(out, cache_attr)
