@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagnose", help="experiments over a fixed model")
     dsub = p.add_subparsers(dest="diagnostic", required=True, parser_class=_Parser)
     d = dsub.add_parser("selection", help="the selection-rule experiment of §3.3 (Figures 1, 2, 5)")
-    d.add_argument("--data", default="handwritten", help="documents: 'handwritten' or a .jsonl file with a text field")
+    d.add_argument("--data", default="embedded", help="documents: a built-in set, 'cosmopedia', or a file or folder")
+    d.add_argument("--field", default="text", help="text field of .jsonl/.parquet documents")
     d.add_argument("--prompts", type=int, default=8, help="number of documents (prompts) used")
     d.add_argument("--K", type=int, default=8, help="moves per prompt")
     d.add_argument("--D", type=_int_list, default=[1, 2, 4, 8, 16], help="comma-separated discovery budgets")
@@ -94,6 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="random seed")
     d.add_argument("--out", type=Path, help="folder for rows.jsonl, summary.json and table.md")
     _add_model_args(d)
+
+    p = sub.add_parser("data", help="documents: write the story set, inspect a source")
+    dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    d = dsub.add_parser("synth", help="write Cosmopedia-style stories with a local instruct model (resumable)")
+    d.add_argument("--out", type=Path, default=Path("src/frost/assets/stories.jsonl"), help="JSONL file to append to")
+    d.add_argument("--target", type=int, default=640, help="accepted stories to reach")
+    d.add_argument("--seed", type=int, default=0, help="seed of the grid order and of the sampling")
+    d.add_argument("--batch-size", type=int, default=16, help="stories sampled at once")
+    d.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
+    d.add_argument("--max-new-tokens", type=int, default=320, help="longest story in tokens")
+    _add_model_args(d)
+    d = dsub.add_parser("inspect", help="counts, skips, token lengths and example game instances of a source")
+    d.add_argument("source", help="'embedded', 'handwritten', 'cosmopedia', or a .jsonl/.txt/.parquet file or a folder")
+    d.add_argument("--field", default="text", help="text field of .jsonl/.parquet records")
+    d.add_argument("--L", type=int, default=8, help="move length of the example instances")
+    d.add_argument("--model", default="embedded", help="tokenizer to count with")
 
     p = sub.add_parser("bench", help="per-phase timings of the core operations -> BENCHMARKS.md")
     p.add_argument("--K", type=int, default=8, help="moves per prompt")
@@ -105,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
 
     p = sub.add_parser("demo", help="the main job on the embedded model: score a move, compare selection rules")
+    p.add_argument("--data", default="embedded", help="stories for the selection comparison")
     p.add_argument("--prompts", type=int, default=8, help="stories used in the selection comparison")
     p.add_argument("--D", type=_int_list, default=[1, 4, 16], help="discovery budgets compared")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for the results")
@@ -267,7 +285,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         raise ConfigError(f"--D must be a list of budgets >= 0, got {args.D}")
     _setup_torch(args)
     lm = _load(args)
-    docs = read_documents(args.data)
+    docs = read_documents(args.data, field=args.field, limit=args.prompts * 4)
     game = InfillingGame(lm.tokenizer, move_length=args.L)
     instances, _ = game.instances(docs)
     instances = instances[: args.prompts]
@@ -310,6 +328,32 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        from frost.synth import SynthSettings, synthesize
+
+        if args.batch_size < 1 or args.max_new_tokens < 1:
+            raise ConfigError("--batch-size and --max-new-tokens must be >= 1")
+        if not args.temperature > 0:
+            raise ConfigError(f"--temperature must be > 0, got {args.temperature}")
+        _setup_torch(args)
+        lm = _load(args)
+        settings = SynthSettings(
+            model=args.model,
+            seed=args.seed,
+            temperature=args.temperature,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+        )
+        counts = synthesize(args.out, target=args.target, settings=settings, model=lm.model, tokenizer=lm.tokenizer)
+        print(f"{args.out}: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+        return 0
+    from frost.data import inspect_source
+
+    print(inspect_source(args.source, field=args.field, move_length=args.L, model=args.model))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from frost.bench import markdown, run_bench
 
@@ -342,7 +386,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_infill(build_parser().parse_args(["infill", *pair, "--L", "8", "--rounds", "2", *common]))
     print(f"\n== 3. frost diagnose selection: 7 rules on {args.prompts} stories, K=8, D={args.D} ==", flush=True)
     budgets = ",".join(str(d) for d in args.D)
-    argv = ["diagnose", "selection", "--prompts", str(args.prompts), "--D", budgets, "--out", str(args.out), *common]
+    argv = ["diagnose", "selection", "--data", args.data, "--prompts", str(args.prompts), "--D", budgets]
+    argv += ["--out", str(args.out), *common]
     cmd_diagnose(build_parser().parse_args(argv))
     print(f"results: {args.out}/ (rows.jsonl, summary.json, table.md)")
     return 0
@@ -353,6 +398,7 @@ COMMANDS = {
     "infill": cmd_infill,
     "rules": cmd_rules,
     "diagnose": cmd_diagnose,
+    "data": cmd_data,
     "bench": cmd_bench,
     "demo": cmd_demo,
 }

@@ -162,6 +162,7 @@ def markdown_table(summary: Sequence[dict[str, Any]], budgets: Sequence[int], me
         cells = []
         for d in budgets:
             s = lookup.get((r, d))
-            cells.append("" if s is None else f"{s[metric]:+.2f} ± {s[metric + '_se']:.2f}")
+            sign = "+" if metric == "lift" else ""
+            cells.append("" if s is None else f"{s[metric]:{sign}.2f} ± {s[metric + '_se']:.2f}")
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
