@@ -96,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, help="folder for rows.jsonl, summary.json and table.md")
     _add_model_args(d)
 
+    p = sub.add_parser("train", help="train a player with GRPO or Frost-GRPO")
+    p.add_argument("--config", type=Path, help="YAML config (configs/*.yaml); defaults for anything not set")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--run-dir", help="override train.run_dir")
+    p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field, e.g. train.K=8")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     p = sub.add_parser("data", help="documents: write the story set, inspect a source")
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     d = dsub.add_parser("synth", help="write Cosmopedia-style stories with a local instruct model (resumable)")
@@ -104,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="seed of the grid order and of the sampling")
     d.add_argument("--batch-size", type=int, default=16, help="stories sampled at once")
     d.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
-    d.add_argument("--max-new-tokens", type=int, default=320, help="longest story in tokens")
+    d.add_argument("--max-new-tokens", type=int, default=224, help="longest story in tokens")
     _add_model_args(d)
     d = dsub.add_parser("inspect", help="counts, skips, token lengths and example game instances of a source")
     d.add_argument("source", help="'embedded', 'handwritten', 'cosmopedia', or a .jsonl/.txt/.parquet file or a folder")
@@ -328,6 +338,29 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from frost.config import load_config
+    from frost.trainer import Trainer
+
+    overrides = list(args.set)
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    if args.run_dir is not None:
+        overrides.append(f"train.run_dir={json.dumps(args.run_dir)}")
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    config = load_config(args.config, overrides)
+    _setup_torch(args)
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    trainer = Trainer(config, resume=args.resume)
+    step = trainer.run(progress=not args.no_progress)
+    print(f"{config.train.algorithm}: step {step}/{config.train.steps}; run folder {trainer.run_dir}")
+    return 0 if step >= config.train.steps else 130
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "synth":
         from frost.synth import SynthSettings, synthesize
@@ -398,6 +431,7 @@ COMMANDS = {
     "infill": cmd_infill,
     "rules": cmd_rules,
     "diagnose": cmd_diagnose,
+    "train": cmd_train,
     "data": cmd_data,
     "bench": cmd_bench,
     "demo": cmd_demo,

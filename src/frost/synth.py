@@ -60,7 +60,7 @@ class SynthSettings:
     temperature: float = 0.8
     top_p: float = 0.95
     repetition_penalty: float = 1.1
-    max_new_tokens: int = 320
+    max_new_tokens: int = 224
     batch_size: int = 16
     min_tokens: int = 110
     """Shortest accepted story in tokens (infilling needs 8 + 24 + 64 = 96; a margin makes usable x/z spans)."""

@@ -1,0 +1,250 @@
+"""Run configuration: dataclasses whose fields document themselves, YAML in and out, one-line validation errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from frost.data import DataConfig
+from frost.errors import ConfigError
+
+ALGORITHMS = ("grpo", "frost")
+
+
+@dataclass
+class ModelConfig:
+    """Player, judge and reference models."""
+
+    name: str = "embedded"
+    """The player's base model: `embedded`, a local folder or a hub id (e.g. Qwen/Qwen3-14B)."""
+    judge: str | None = None
+    """The judge; null means the player's base model, shared in memory (the adapter switched off)."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda[:N]."""
+    dtype: str = "auto"
+    """auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16."""
+    judge_batch_size: int = 16
+    """Sequences per judge forward."""
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapter on every attention and MLP projection (the paper: rank 256, alpha 256, no dropout)."""
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Module names that get an adapter (all attention and MLP projections of Llama/Qwen-style models)."""
+
+
+@dataclass
+class GameConfig:
+    """The Cross-Entropy Game played (max-likelihood infilling, §3.1)."""
+
+    kind: str = "infilling"
+    move_length: int = 8
+    """L, tokens per move (the paper: 4, 8, 12)."""
+    begin_tokens: int = 8
+    gap_tokens: int = 24
+    end_tokens: int = 64
+
+
+@dataclass
+class FrostConfig:
+    """Frost proposal and replacement (used when train.algorithm is frost)."""
+
+    rule: str = "taylor-gated"
+    """Selection rule: random, topprob, taylor, taylor-gated (the paper), full, full-gated, judge-gated."""
+    D: int | None = None
+    """Candidates scored exactly per text and step; null means D = K (the paper)."""
+    tau: float = 1e-4
+    """Probability gate of the gated rules, in (0, 1)."""
+
+
+@dataclass
+class OptimConfig:
+    """AdamW (the paper: lr 1e-7, betas 0.9/0.999, eps 1e-8, weight decay 1e-2)."""
+
+    lr: float = 1e-7
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 1e-2
+    max_grad_norm: float | None = None
+    """Clip the gradient norm to this value; null: no clipping (the paper does not clip)."""
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    algorithm: str = "frost"
+    """grpo or frost (Algorithm 1)."""
+    K: int = 4
+    """Moves sampled per text (group size)."""
+    batch_size: int = 4
+    """Texts per step (the paper: 4)."""
+    steps: int = 100
+    beta: float = 0.1
+    """KL coefficient."""
+    temperature: float = 1.0
+    """Sampling temperature (on-policy: 1.0)."""
+    seed: int = 0
+    val_every: int = 50
+    """Validate every N steps (and at step 0 and the last step); 0 disables validation."""
+    val_samples: int = 8
+    """Moves sampled per validation text (best-of-8 in the paper)."""
+    val_documents: int = 128
+    """Validation texts used (at most data.validation_size)."""
+    checkpoint_every: int = 50
+    """Write a checkpoint every N steps (and at the end); 0: only at the end and on interruption."""
+    run_dir: str = "runs/default"
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    game: GameConfig = field(default_factory=GameConfig)
+    frost: FrostConfig = field(default_factory=FrostConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    @property
+    def budget(self) -> int:
+        """D, candidates per text and step."""
+        return self.train.K if self.frost.D is None else self.frost.D
+
+    def validate(self) -> Config:
+        """Check every field; raise ConfigError naming the first bad one."""
+        from frost.frost import check_tau, get_rule
+
+        t, g, o, lo = self.train, self.game, self.optim, self.lora
+        if t.algorithm not in ALGORITHMS:
+            raise ConfigError(f"train.algorithm must be one of {', '.join(ALGORITHMS)}; got {t.algorithm!r}")
+        for name in ("K", "batch_size", "val_samples"):
+            _at_least(f"train.{name}", getattr(t, name), 1)
+        for name in ("steps", "val_every", "checkpoint_every", "val_documents"):
+            _at_least(f"train.{name}", getattr(t, name), 0)
+        if t.beta < 0:
+            raise ConfigError(f"train.beta must be >= 0, got {t.beta}")
+        if not t.temperature > 0:
+            raise ConfigError(f"train.temperature must be > 0, got {t.temperature}")
+        if g.kind != "infilling":
+            raise ConfigError(f"game.kind must be infilling (the only game so far); got {g.kind!r}")
+        _at_least("game.move_length", g.move_length, 1)
+        _at_least("game.begin_tokens", g.begin_tokens, 1)
+        _at_least("game.end_tokens", g.end_tokens, 1)
+        _at_least("game.gap_tokens", g.gap_tokens, 0)
+        get_rule(self.frost.rule)
+        check_tau(self.frost.tau)
+        if self.frost.D is not None:
+            _at_least("frost.D", self.frost.D, 0)
+        if not o.lr > 0:
+            raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
+        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {o.betas}")
+        if o.max_grad_norm is not None and not o.max_grad_norm > 0:
+            raise ConfigError(f"optim.max_grad_norm must be > 0 or null, got {o.max_grad_norm}")
+        _at_least("lora.rank", lo.rank, 1)
+        if not 0 <= lo.dropout < 1:
+            raise ConfigError(f"lora.dropout must lie in [0, 1), got {lo.dropout}")
+        if not self.model.name:
+            raise ConfigError("model.name is missing: set it to embedded, a folder or a hub id")
+        _at_least("model.judge_batch_size", self.model.judge_batch_size, 1)
+        self.data.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Check (and gently convert) a YAML value against a field's type annotation."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], name)
+    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if annotation is str and isinstance(value, str):
+        return value
+    if annotation is bool and isinstance(value, bool):
+        return value
+    if origin is list and isinstance(value, list):
+        return [_coerce(v, args[0], f"{name}[]") for v in value]
+    raise ConfigError(f"{name} must be of type {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def _fill(obj: Any, values: dict[str, Any], prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key {path!r}; known keys here: {', '.join(sorted(names))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path} must be a mapping of its fields")
+            _fill(current, value, f"{path}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], path))
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """A validated Config from nested dicts (unknown keys are errors)."""
+    config = Config()
+    _fill(config, values or {}, "")
+    return config.validate()
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (or the defaults), apply `key.sub=value` overrides, validate."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--config: {p} does not exist")
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config: {p} is not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(values, dict):
+            raise ConfigError(f"--config: {p} must hold a mapping of sections (model, train, ...)")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.K=8")
+        key, raw = item.split("=", 1)
+        node = values
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return config_from_dict(values)

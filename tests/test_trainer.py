@@ -1,0 +1,183 @@
+"""The trainer on a tiny random model: Frost steps, the loss input, KL, resume equality, outputs and config errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import make_tiny_llama
+
+import frost.trainer as trainer_module
+from frost.cli import main
+from frost.config import config_from_dict
+from frost.models import LoadedModel
+from frost.trainer import Trainer, copies_beginning
+
+
+def tiny_base(tokenizer) -> LoadedModel:
+    model = make_tiny_llama(vocab=len(tokenizer), seed=3)
+    return LoadedModel(model=model, tokenizer=tokenizer, name="tiny", device=torch.device("cpu"), dtype=torch.float32)
+
+
+def tiny_config(run_dir, **train):
+    return config_from_dict(
+        {
+            "model": {"name": "tiny"},
+            "lora": {"rank": 4, "alpha": 8},
+            "game": {"move_length": 3},
+            "frost": {"rule": "taylor-gated", "tau": 1e-3},
+            "optim": {"lr": 3e-2},
+            "data": {"source": "handwritten", "validation_size": 2},
+            "train": {
+                "algorithm": "frost",
+                "K": 3,
+                "batch_size": 2,
+                "steps": 4,
+                "val_every": 2,
+                "val_samples": 2,
+                "val_documents": 2,
+                "checkpoint_every": 2,
+                "run_dir": str(run_dir),
+                **train,
+            },
+        }
+    )
+
+
+def strip_times(records):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_frost_step_feeds_the_post_replacement_group_to_the_loss(tmp_path, embedded_tokenizer, monkeypatch):
+    seen = {"records": [], "loss_inputs": []}
+    real_step, real_loss = trainer_module.frost_step, trainer_module.grpo_loss
+
+    def spy_step(*args, **kwargs):
+        record = real_step(*args, **kwargs)
+        seen["records"].append(record)
+        return record
+
+    def spy_loss(policy, reference, moves, rewards, beta):
+        seen["loss_inputs"].append((moves.clone(), rewards.clone()))
+        return real_loss(policy, reference, moves, rewards, beta)
+
+    monkeypatch.setattr(trainer_module, "frost_step", spy_step)
+    monkeypatch.setattr(trainer_module, "grpo_loss", spy_loss)
+    trainer = Trainer(tiny_config(tmp_path, steps=2, val_every=0), base=tiny_base(embedded_tokenizer))
+    trainer.run(progress=False)
+    assert len(seen["records"]) == len(seen["loss_inputs"]) == 4
+    for record, (moves, rewards) in zip(seen["records"], seen["loss_inputs"], strict=True):
+        assert torch.equal(moves, record.moves) and torch.equal(rewards, record.rewards)
+        replaced = record.chosen >= 0
+        assert torch.all(record.rewards[replaced] > record.parent_rewards[replaced])
+        assert torch.all(record.rewards >= record.parent_rewards)
+    metrics = read_metrics(tmp_path)
+    assert all(m["reward_mean"] >= m["reward_parents_mean"] - 1e-6 for m in metrics)
+    assert all(m["judge_fwd_seqs"] >= 2 * 3 and m["judge_bwd_seqs"] == 2 * 3 for m in metrics)
+
+
+def test_kl_is_zero_at_the_first_step_and_never_negative(tmp_path, embedded_tokenizer):
+    trainer = Trainer(tiny_config(tmp_path, steps=3, val_every=0), base=tiny_base(embedded_tokenizer))
+    trainer.run(progress=False)
+    kls = [m["kl"] for m in read_metrics(tmp_path)]
+    assert kls[0] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at zero: the player is the reference
+    assert all(k >= -1e-6 for k in kls) and kls[-1] > 0
+
+
+def test_judge_weights_unchanged_and_adapter_off_equals_base(tmp_path, embedded_tokenizer):
+    base = tiny_base(embedded_tokenizer)
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    reference = make_tiny_llama(vocab=len(embedded_tokenizer), seed=3)
+    trainer = Trainer(tiny_config(tmp_path, steps=2, val_every=0), base=base)
+    trainer.run(progress=False)
+    after = {
+        k.replace("base_layer.", ""): v for k, v in trainer.player.get_base_model().state_dict().items() if "lora_" not in k
+    }
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key  # base weights (judge and reference) never move
+    ids = torch.tensor([[20, 30, 40, 50]])
+    with torch.no_grad(), trainer.player.disable_adapter():
+        off = trainer.player(input_ids=ids).logits
+    with torch.no_grad():
+        assert torch.allclose(off, reference(input_ids=ids).logits, atol=1e-5)
+        assert not torch.allclose(trainer.player(input_ids=ids).logits, off, atol=1e-5)  # the adapter learned
+
+
+@pytest.mark.parametrize("algorithm", ["frost", "grpo"])
+def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, embedded_tokenizer, algorithm):
+    straight = tmp_path / "straight"
+    Trainer(tiny_config(straight, algorithm=algorithm), base=tiny_base(embedded_tokenizer)).run(progress=False)
+    split = tmp_path / "split"
+    Trainer(tiny_config(split, algorithm=algorithm, steps=2), base=tiny_base(embedded_tokenizer)).run(progress=False)
+    resumed = Trainer(tiny_config(split, algorithm=algorithm), resume=True, base=tiny_base(embedded_tokenizer))
+    assert resumed.step == 2
+    resumed.run(progress=False)
+    assert strip_times(read_metrics(split)) == strip_times(read_metrics(straight))
+    assert (split / "samples.jsonl").read_text() == (straight / "samples.jsonl").read_text()
+
+
+def test_run_directory_outputs(tmp_path, embedded_tokenizer):
+    Trainer(tiny_config(tmp_path), base=tiny_base(embedded_tokenizer)).run(progress=False)
+    assert (tmp_path / "config.yaml").is_file()
+    metrics = read_metrics(tmp_path)
+    train = [m for m in metrics if "loss" in m]
+    val = [m for m in metrics if "val/reward_mean" in m]
+    assert [m["step"] for m in train] == [1, 2, 3, 4] and [m["step"] for m in val] == [0, 2, 4]
+    for key in (
+        "reward_mean", "reward_std", "reward_best", "frac_reward_zero_std", "kl", "entropy", "frost/frac_replaced",
+        "frost/hit_rate", "frost/mean_lift", "loss", "grad_norm", "lr", "judge_fwd_seqs", "judge_bwd_seqs",
+        "time/step_s", "time/sample_s", "time/judge_s", "time/loss_s", "time/optim_s",
+    ):  # fmt: skip
+        assert key in train[0], key
+    for key in ("val/reward_mean", "val/best_of_2", "val/score_var", "val/token_entropy", "val/frac_zero_var",
+                "val/frac_copy_begin"):  # fmt: skip
+        assert key in val[0], key
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 * 2 and all(len(s["moves"]) == 2 for s in samples)
+    checkpoints = tmp_path / "checkpoints"
+    assert (checkpoints / "latest").read_text().strip() == "step-0000004"
+    for name in ("adapter.safetensors", "optimizer.pt", "rng.pt", "state.json"):
+        assert (checkpoints / "step-0000004" / name).is_file()
+    assert list((tmp_path / "tensorboard").glob("events.*"))
+
+
+def test_copy_detection():
+    assert copies_beginning("I live in Astoria, Oregon,", "I live in Astoria, Oregon,")
+    assert copies_beginning(" Astoria, Oregon", "I live in Astoria, Oregon,")
+    assert not copies_beginning(" a small town with rain", "I live in Astoria, Oregon,")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "field"),
+    [
+        ("train:\n  K: 0\n", "train.K"),
+        ("train:\n  bogus: 1\n", "'train.bogus'"),
+        ("frost:\n  D: -1\n", "frost.D"),
+        ("frost:\n  tau: 1.5\n", "frost.tau"),
+        ("game:\n  move_length: 0\n", "game.move_length"),
+        ("model:\n  name: ''\n", "model.name"),
+        ("frost:\n  rule: best\n", "frost.rule"),
+        ("train:\n  algorithm: ppo\n", "train.algorithm"),
+        ("train:\n  K: eight\n", "train.K"),
+    ],
+)
+def test_bad_configs_exit_2_with_one_line_naming_the_field(tmp_path, yaml_text, field, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and field in err, err
+
+
+def test_unwritable_run_dir_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["train", "--run-dir", str(blocker / "run"), "--set", "model.name=embedded"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "train.run_dir" in err and len(err.splitlines()) == 1
