@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
-from conftest import make_tiny_llama
 
 import frost.trainer as trainer_module
+from conftest import make_tiny_llama
 from frost.cli import main
 from frost.config import config_from_dict
 from frost.models import LoadedModel
@@ -96,7 +96,9 @@ def test_judge_weights_unchanged_and_adapter_off_equals_base(tmp_path, embedded_
     trainer = Trainer(tiny_config(tmp_path, steps=2, val_every=0), base=base)
     trainer.run(progress=False)
     after = {
-        k.replace("base_layer.", ""): v for k, v in trainer.player.get_base_model().state_dict().items() if "lora_" not in k
+        k.replace("base_layer.", ""): v
+        for k, v in trainer.player.get_base_model().state_dict().items()
+        if "lora_" not in k
     }
     assert after.keys() == before.keys()
     for key, value in before.items():
