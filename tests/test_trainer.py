@@ -183,3 +183,34 @@ def test_unwritable_run_dir_exits_2(tmp_path, capsys):
     assert main(["train", "--run-dir", str(blocker / "run"), "--set", "model.name=embedded"]) == 2
     err = capsys.readouterr().err.strip()
     assert "train.run_dir" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("length", [1, 4])
+def test_shared_prompt_loss_equals_k_full_sequences_in_value_and_gradient(length):
+    from peft import LoraConfig, get_peft_model
+
+    from frost.grpo import grpo_loss
+    from frost.trainer import policy_distributions
+
+    torch.manual_seed(0)
+    player = get_peft_model(make_tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    for name, p in player.named_parameters():  # non-zero B so the adapter matters
+        if "lora_B" in name:
+            p.data.normal_(0, 0.1)
+    prompt = tuple(range(5, 30))
+    moves = torch.randint(3, 97, (3, length), generator=torch.Generator().manual_seed(1))
+    rewards = torch.tensor([-3.0, -1.0, -2.0])
+    forbidden = torch.zeros(97, dtype=torch.bool)
+    forbidden[:3] = True
+    reference = torch.log_softmax(torch.randn(3, length, 97), -1)
+    grads, losses = [], []
+    for shared in (True, False):
+        player.zero_grad()
+        dist = policy_distributions(player, prompt, moves, temperature=0.9, forbidden=forbidden, shared_prompt=shared)
+        loss = grpo_loss(dist, reference, moves, rewards, 0.1).loss
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in player.named_parameters() if p.requires_grad})
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4), name

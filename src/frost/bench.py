@@ -210,3 +210,92 @@ def run_bench(lm: LoadedModel, *, out: Path, json_path: Path | None, **kwargs: A
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=1))
     return result
+
+
+def bench_training(
+    model: str = "embedded",
+    *,
+    arms: tuple[tuple[str, int], ...] = (("frost", 4), ("grpo", 8), ("grpo", 4)),
+    batch_size: int = 4,
+    steps: int = 3,
+    rule: str = "taylor-gated",
+) -> dict[str, Any]:
+    """Median wall time of training steps per (algorithm, K), measured side by side in one process.
+
+    Each arm trains a fresh LoRA on a fresh copy of the base model for `steps` steps after one warm-up step, on the
+    hand-written stories, without validation or checkpoints.
+    """
+    import tempfile
+
+    from frost.config import config_from_dict
+    from frost.trainer import Trainer
+
+    out: dict[str, Any] = {"arms": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for algorithm, k in arms:
+            config = config_from_dict(
+                {
+                    "model": {"name": model},
+                    "frost": {"rule": rule},
+                    "optim": {"lr": 1e-4},
+                    "data": {"source": "handwritten", "validation_size": 0},
+                    "train": {
+                        "algorithm": algorithm,
+                        "K": k,
+                        "batch_size": batch_size,
+                        "steps": steps + 1,
+                        "val_every": 0,
+                        "checkpoint_every": 0,
+                        "run_dir": f"{tmp}/{algorithm}-{k}",
+                    },
+                }
+            )
+            trainer = Trainer(config)
+            records = [trainer.train_step() for _ in range(steps + 1)][1:]
+            phases = ("time/step_s", "time/sample_s", "time/judge_s", "time/loss_s", "time/optim_s")
+            out["arms"].append(
+                {
+                    "algorithm": algorithm,
+                    "K": k,
+                    "B": batch_size,
+                    **{p: statistics.median(r[p] for r in records) for p in phases},
+                    "min_step_s": min(r["time/step_s"] for r in records),
+                    "max_step_s": max(r["time/step_s"] for r in records),
+                    "judge_fwd_seqs": records[0]["judge_fwd_seqs"],
+                    "judge_bwd_seqs": records[0]["judge_bwd_seqs"],
+                    "steps_timed": steps,
+                }
+            )
+    by = {(a["algorithm"], a["K"]): a["time/step_s"] for a in out["arms"]}
+    ratios = {}
+    if ("frost", 4) in by and ("grpo", 8) in by:
+        ratios["frost_k4_vs_grpo_k8"] = by[("frost", 4)] / by[("grpo", 8)]
+    if ("frost", 4) in by and ("grpo", 4) in by:
+        ratios["frost_vs_grpo_same_k"] = by[("frost", 4)] / by[("grpo", 4)]
+    out["ratios"] = ratios
+    return out
+
+
+def training_markdown(result: dict[str, Any]) -> str:
+    """A BENCHMARKS.md section for `bench_training`'s result."""
+    lines = [
+        "| algorithm | K | B | step s (median) | min | max | sample s | judge + Frost s | loss s | optimizer s "
+        "| judge fwd / bwd seqs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for a in result["arms"]:
+        lines.append(
+            f"| {a['algorithm']} | {a['K']} | {a['B']} | {a['time/step_s']:.1f} | {a['min_step_s']:.1f} "
+            f"| {a['max_step_s']:.1f} | {a['time/sample_s']:.1f} | {a['time/judge_s']:.1f} | {a['time/loss_s']:.1f} "
+            f"| {a['time/optim_s']:.2f} | {a['judge_fwd_seqs']} / {a['judge_bwd_seqs']} |"
+        )
+    r = result["ratios"]
+    lines.append("")
+    if "frost_k4_vs_grpo_k8" in r:
+        lines.append(
+            f"- Frost K=4 step / GRPO K=8 step (the canonical matched pair): {r['frost_k4_vs_grpo_k8']:.2f} "
+            "(target <= 1)."
+        )
+    if "frost_vs_grpo_same_k" in r:
+        lines.append(f"- Frost step / GRPO step at the same K=4: {r['frost_vs_grpo_same_k']:.2f} (target <= 1.3).")
+    return "\n".join(lines)

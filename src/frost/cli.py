@@ -129,14 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed repeats after one warm-up")
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="Markdown file to update")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.add_argument("--training", action="store_true", help="also time training steps: Frost K=4, GRPO K=8 and K=4")
+    p.add_argument("--training-steps", type=int, default=3, help="timed training steps per arm (after a warm-up)")
     _add_model_args(p)
 
-    p = sub.add_parser("demo", help="the main job on the embedded model: score a move, compare selection rules")
-    p.add_argument("--data", default="embedded", help="stories for the selection comparison")
-    p.add_argument("--prompts", type=int, default=8, help="stories used in the selection comparison")
-    p.add_argument("--D", type=_int_list, default=[1, 4, 16], help="discovery budgets compared")
-    p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for the results")
-    _add_model_args(p)
+    p = sub.add_parser("demo", help="the main job: Frost-GRPO vs GRPO at matched judge forwards on the embedded model")
+    p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds; each runs all three arms")
+    p.add_argument("--steps", type=int, help="override the configs' training steps")
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for runs, comparison and figure")
+    p.add_argument("--skip-score", action="store_true", help="skip the opening `frost score` example")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -145,13 +148,17 @@ def _setup_torch(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _quiet_transformers() -> None:
     import transformers
-
-    from frost.models import load_model
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from frost.models import load_model
+
+    _quiet_transformers()
     return load_model(args.model, device=args.device, dtype=args.dtype)
 
 
@@ -351,10 +358,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.seed={args.seed}")
     config = load_config(args.config, overrides)
     _setup_torch(args)
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+    _quiet_transformers()
     trainer = Trainer(config, resume=args.resume)
     step = trainer.run(progress=not args.no_progress)
     print(f"{config.train.algorithm}: step {step}/{config.train.steps}; run folder {trainer.run_dir}")
@@ -399,30 +403,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
     lm = _load(args)
     result = run_bench(lm, out=args.out, json_path=args.json, K=args.K, L=args.L, D=args.D, repeats=args.repeats)
     print(markdown(result))
+    if args.training:
+        from frost.bench import bench_training, training_markdown, write_section
+
+        training = bench_training(args.model, steps=args.training_steps)
+        write_section(args.out, "training", training_markdown(training))
+        print(training_markdown(training))
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    {**result, "training": training, "ratios": {**result["ratios"], **training["ratios"]}}, indent=1
+                )
+            )
     print(f"\nwritten to {args.out}" + (f" and {args.json}" if args.json else ""))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Score a move with its best edits, refine a bridge with Frost, then compare the selection rules."""
-    demo_begin = "Once upon a time, in a village"
-    demo_end = (
-        " and learning new things every day! One day, they stumbled upon a magical forest full of vibrant colors and"
-        " fascinating creatures. As they ventured deeper into the forest, they met Torty, a wise old turtle"
-    )
-    common = ["--model", args.model, "--device", args.device, "--dtype", args.dtype, "--threads", str(args.threads)]
-    print("== 1. frost score: one move, its judge log-probs and its best single-token edits ==", flush=True)
-    pair = ["--begin", demo_begin, "--end", demo_end]
-    cmd_score(build_parser().parse_args(["score", *pair, "--move", " there lived a curious kiwi named", "--top", "8",
-                                          "--mode", "full", *common]))  # fmt: skip
-    print("\n== 2. frost infill: sample 8 bridges, refine them with 2 Frost rounds (full-gated) ==", flush=True)
-    cmd_infill(build_parser().parse_args(["infill", *pair, "--L", "8", "--rounds", "2", *common]))
-    print(f"\n== 3. frost diagnose selection: 7 rules on {args.prompts} stories, K=8, D={args.D} ==", flush=True)
-    budgets = ",".join(str(d) for d in args.D)
-    argv = ["diagnose", "selection", "--data", args.data, "--prompts", str(args.prompts), "--D", budgets]
-    argv += ["--out", str(args.out), *common]
-    cmd_diagnose(build_parser().parse_args(argv))
-    print(f"results: {args.out}/ (rows.jsonl, summary.json, table.md)")
+    """`frost score` on one example, then the three matched-compute training arms and their comparison."""
+    from frost.demo import run_demo
+
+    if not args.seeds:
+        raise ConfigError("--seeds: give at least one seed")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+    common = ["--threads", str(args.threads)]
+    if not args.skip_score:
+        print("== frost score: a move, its judge log-probs and its best single-token edits ==", flush=True)
+        demo_begin = "Once upon a time, in a village"
+        demo_end = (
+            " and learning new things every day! One day, they stumbled upon a magical forest full of vibrant"
+            " colors and fascinating creatures."
+        )
+        argv = ["score", "--begin", demo_begin, "--end", demo_end, "--move", " there lived a curious kiwi named"]
+        cmd_score(build_parser().parse_args([*argv, "--top", "5", "--mode", "full", *common]))
+    print("\n== Frost-GRPO vs GRPO, 8 judge forwards per text and step, embedded model, shipped stories ==", flush=True)
+    _quiet_transformers()
+    table = run_demo(args.out, seeds=args.seeds, steps=args.steps, threads=args.threads, progress=not args.no_progress)
+    print("\n" + table)
+    print(f"\nruns: {args.out}/runs/   comparison: {args.out}/comparison.md (.json)   figure: {args.out}/curves.png")
     return 0
 
 

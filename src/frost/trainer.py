@@ -34,7 +34,7 @@ from frost.games import GameInstance, InfillingGame
 from frost.grpo import grpo_loss
 from frost.judge import Judge
 from frost.models import LoadedModel, causal_lm_logits, forbidden_token_mask, load_model
-from frost.sampling import sample_moves, sampling_distribution
+from frost.sampling import cache_io, sample_moves, sampling_distribution
 
 CHECKPOINT_KEEP = 2
 
@@ -46,15 +46,32 @@ def policy_distributions(
     *,
     temperature: float,
     forbidden: torch.Tensor | None,
+    shared_prompt: bool = True,
 ) -> torch.Tensor:
-    """[K, L, V] log pi(. | P, y_k<j) at each move position, by a forward over prompt + moves (differentiable when
-    grad is enabled). The distribution is the one moves are sampled from (forbidden tokens masked, temperature)."""
+    """[K, L, V] log pi(. | P, y_k<j) at each move position (differentiable when grad is enabled).
+
+    The distribution is the one moves are sampled from (forbidden tokens masked, temperature). With `shared_prompt`
+    the prompt is encoded once and its KV cache (with its autograd history) is repeated for the K moves, so a step
+    runs P + K*L tokens through the player instead of K*(P + L): the same values and gradients as K full sequences
+    (without LoRA dropout, which would then share one mask across the group).
+    """
     device = moves.device
     k, length = moves.shape
-    prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device).view(1, -1).expand(k, -1)
-    ids = torch.cat([prompt, moves], dim=1)
-    logits = causal_lm_logits(model, input_ids=ids, keep=length + 1)[:, :-1]
-    return sampling_distribution(logits, forbidden, temperature)
+    prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device).view(1, -1)
+    if not shared_prompt:
+        ids = torch.cat([prompt.expand(k, -1), moves], dim=1)
+        logits = causal_lm_logits(model, input_ids=ids, keep=length + 1)[:, :-1]
+        return sampling_distribution(logits, forbidden, temperature)
+    cache_kw, cache_attr = cache_io(model)
+    out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
+    first = out.logits[:, -1:].expand(k, 1, -1)
+    if length == 1:
+        return sampling_distribution(first, forbidden, temperature)
+    cache = getattr(out, cache_attr)
+    if k > 1:
+        cache.batch_repeat_interleave(k)
+    rest = model(input_ids=moves[:, :-1], use_cache=True, **{cache_kw: cache}).logits
+    return sampling_distribution(torch.cat([first, rest], dim=1), forbidden, temperature)
 
 
 def copies_beginning(move_text: str, begin_text: str) -> bool:
