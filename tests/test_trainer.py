@@ -11,6 +11,7 @@ import frost.trainer as trainer_module
 from conftest import make_tiny_llama
 from frost.cli import main
 from frost.config import config_from_dict
+from frost.errors import ConfigError
 from frost.models import LoadedModel
 from frost.trainer import Trainer, copies_beginning
 
@@ -175,6 +176,13 @@ def test_bad_configs_exit_2_with_one_line_naming_the_field(tmp_path, yaml_text, 
     assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and field in err, err
+
+
+def test_an_existing_run_is_not_overwritten_by_accident(tmp_path, embedded_tokenizer):
+    Trainer(tiny_config(tmp_path, steps=1, val_every=0), base=tiny_base(embedded_tokenizer)).run(progress=False)
+    with pytest.raises(ConfigError, match=r"train\.run_dir: .* already holds a run; pass --resume"):
+        Trainer(tiny_config(tmp_path, steps=1, val_every=0), base=tiny_base(embedded_tokenizer))
+    Trainer(tiny_config(tmp_path, steps=1, val_every=0), overwrite=True, base=tiny_base(embedded_tokenizer))
 
 
 def test_unwritable_run_dir_exits_2(tmp_path, capsys):

@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="override train.run_dir")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start again in a run directory that holds a run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field, e.g. train.K=8")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -359,7 +360,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     _setup_torch(args)
     _quiet_transformers()
-    trainer = Trainer(config, resume=args.resume)
+    trainer = Trainer(config, resume=args.resume, overwrite=args.overwrite)
     step = trainer.run(progress=not args.no_progress)
     print(f"{config.train.algorithm}: step {step}/{config.train.steps}; run folder {trainer.run_dir}")
     return 0 if step >= config.train.steps else 130

@@ -168,7 +168,7 @@ def run_demo(out: Path, *, seeds: list[int], steps: int | None, threads: int = 0
                 print(f"[{label}, seed {seed}] already trained ({run_dir})", flush=True)
                 continue
             print(f"[{label}, seed {seed}] training {config.train.steps} steps -> {run_dir}", flush=True)
-            trainer = Trainer(config, resume=finished is not None)
+            trainer = Trainer(config, resume=finished is not None, overwrite=True)
             trainer.run(progress=progress)
     summary = summarize(runs)
     table = markdown(summary)

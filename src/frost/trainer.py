@@ -118,7 +118,9 @@ class DataCursor:
 class Trainer:
     """GRPO / Frost-GRPO on the infilling game. `run()` trains to `config.train.steps`."""
 
-    def __init__(self, config: Config, *, resume: bool = False, base: LoadedModel | None = None) -> None:
+    def __init__(
+        self, config: Config, *, resume: bool = False, overwrite: bool = False, base: LoadedModel | None = None
+    ) -> None:
         from peft import LoraConfig as PeftLoraConfig
         from peft import get_peft_model
 
@@ -127,7 +129,7 @@ class Trainer:
         self.config = config.validate()
         t = config.train
         self.run_dir = Path(t.run_dir)
-        self._prepare_run_dir(resume)
+        self._prepare_run_dir(resume, overwrite)
         torch.manual_seed(t.seed)
         base = base or load_model(config.model.name, device=config.model.device, dtype=config.model.dtype)
         self.device, self.tokenizer = base.device, base.tokenizer
@@ -191,7 +193,7 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(config.to_yaml())
 
     # ----------------------------------------------------------------------------------------------- run directory
-    def _prepare_run_dir(self, resume: bool) -> None:
+    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             probe = self.run_dir / ".write-test"
@@ -201,6 +203,11 @@ class Trainer:
             raise ConfigError(f"train.run_dir: cannot write to {self.run_dir} ({exc.strerror})") from exc
         if resume and not (self.run_dir / "checkpoints" / "latest").is_file():
             raise ConfigError(f"--resume: {self.run_dir} has no checkpoint to resume from")
+        if not resume and not overwrite and (self.run_dir / "metrics.jsonl").exists():
+            raise ConfigError(
+                f"train.run_dir: {self.run_dir} already holds a run; pass --resume to continue it, "
+                "--overwrite to start it again, or choose another --run-dir"
+            )
         if not resume:
             for name in ("metrics.jsonl", "samples.jsonl"):
                 (self.run_dir / name).unlink(missing_ok=True)
