@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--tau", type=float, default=1e-4, help="probability gate")
     d.add_argument("--seed", type=int, default=0, help="random seed")
     d.add_argument("--out", type=Path, help="folder for rows.jsonl, summary.json and table.md")
+    d.add_argument("--resume", action="store_true", help="keep --out's rows.jsonl and run only the missing prompts")
     _add_model_args(d)
 
     p = sub.add_parser("train", help="train a player with GRPO or Frost-GRPO")
@@ -309,9 +310,16 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     instances = instances[: args.prompts]
     vocab = lm.model.get_input_embeddings().weight.shape[0]
     forbidden = forbidden_token_mask(lm.tokenizer, vocab, lm.device)
+    done: list[Any] = []
     if args.out:
+        from frost.diagnostics import SelectionRow
+
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "rows.jsonl").write_text("")
+        rows_path = args.out / "rows.jsonl"
+        if args.resume and rows_path.is_file():
+            done = [SelectionRow(**json.loads(line)) for line in rows_path.read_text().splitlines()]
+        else:
+            rows_path.write_text("")
 
     def on_rows(rows: list[Any]) -> None:
         print(f"  prompt {rows[0].prompt + 1}/{len(instances)} done", file=sys.stderr, flush=True)
@@ -331,6 +339,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         seed=args.seed,
         forbidden=forbidden,
         on_rows=on_rows,
+        done=done,
     )
     summary = summarize(rows)
     table = markdown_table(summary, args.D, "lift")

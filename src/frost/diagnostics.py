@@ -100,12 +100,20 @@ def run_selection(
     seed: int = 0,
     forbidden: torch.Tensor | None = None,
     on_rows: Callable[[list[SelectionRow]], None] | None = None,
+    done: Sequence[SelectionRow] = (),
 ) -> list[SelectionRow]:
-    """The selection experiment over prompts; `on_rows` receives each prompt's rows as soon as they exist."""
+    """The selection experiment over prompts; `on_rows` receives each prompt's rows as soon as they exist.
+
+    Prompts with rows in `done` (from an interrupted run) are not run again; every prompt has its own seeded
+    generator, so a resumed experiment gives the rows an uninterrupted one would.
+    """
     for r in rules:
         get_rule(r)
-    rows: list[SelectionRow] = []
+    rows: list[SelectionRow] = list(done)
+    finished = {row.prompt for row in done}
     for i, inst in enumerate(instances):
+        if i in finished:
+            continue
         gen = torch.Generator(device=judge.device).manual_seed(seed * 1_000_003 + i)
         new = selection_rows(
             judge,
