@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     d = dsub.add_parser("synth", help="write Cosmopedia-style stories with a local instruct model (resumable)")
     d.add_argument("--out", type=Path, default=Path("src/frost/assets/stories.jsonl"), help="JSONL file to append to")
-    d.add_argument("--target", type=int, default=640, help="accepted stories to reach")
+    d.add_argument("--target", type=int, default=640, help="accepted stories to reach (whole batches are kept)")
     d.add_argument("--seed", type=int, default=0, help="seed of the grid order and of the sampling")
     d.add_argument("--batch-size", type=int, default=16, help="stories sampled at once")
     d.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
