@@ -151,8 +151,11 @@ def _setup_torch(args: argparse.Namespace) -> None:
 
 
 def _quiet_transformers() -> None:
+    import warnings
+
     import transformers
 
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
 

@@ -20,6 +20,14 @@ ARMS = (
     ("frost-k4-full-gated", "cpu-demo-frost-full.yaml", "Frost K=4, full-gated (ours)"),
 )
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+VAL_KEYS = {
+    "best": "val/best_of_8",
+    "mean": "val/reward_mean",
+    "entropy": "val/token_entropy",
+    "var": "val/score_var",
+    "zero_var": "val/frac_zero_var",
+    "copy": "val/frac_copy_begin",
+}
 
 
 @dataclass
@@ -61,11 +69,9 @@ def summarize(runs: list[ArmRun]) -> dict[str, Any]:
             fwd += [r["judge_fwd_seqs"] for r in train]
             bwd += [r["judge_bwd_seqs"] for r in train]
             for r in val:
-                c = curves.setdefault(r["step"], {"best": [], "mean": [], "entropy": [], "var": []})
-                c["best"].append(r["val/best_of_8"])
-                c["mean"].append(r["val/reward_mean"])
-                c["entropy"].append(r["val/token_entropy"])
-                c["var"].append(r["val/score_var"])
+                c = curves.setdefault(r["step"], {k: [] for k in VAL_KEYS})
+                for key, name in VAL_KEYS.items():
+                    c[key].append(r[name])
         steps = sorted(curves)
 
         def stats(values: list[float]) -> dict[str, float]:
@@ -85,24 +91,29 @@ def summarize(runs: list[ArmRun]) -> dict[str, Any]:
     return out
 
 
+def _spread(start: dict[str, float], final: dict[str, float]) -> str:
+    return f"{start['mean']:.2f} -> **{final['mean']:.2f}** [{final['min']:.2f}, {final['max']:.2f}]"
+
+
+def _change(start: dict[str, Any], final: dict[str, Any], key: str, digits: int = 2) -> str:
+    return f"{start[key]['mean']:.{digits}f} -> {final[key]['mean']:.{digits}f}"
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The comparison table: final validation metrics, mean over seeds with [min, max]."""
     lines = [
-        "| arm | seeds | val best-of-8: start -> final | val mean reward: start -> final | final token entropy "
-        "| step s (median) | judge fwd / bwd seqs per step |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | seeds | val best-of-8: start -> final | val mean reward: start -> final | token entropy "
+        "| score variance | zero-variance groups | best copies x | step s (median) | judge fwd / bwd seqs per step |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary.values():
         if not s["final"]:
             continue
-        f, b = s["final"], s["start"]
-
-        def cell(stat: dict[str, float], start: dict[str, float]) -> str:
-            return f"{start['mean']:.2f} -> **{stat['mean']:.2f}** [{stat['min']:.2f}, {stat['max']:.2f}]"
-
+        b, f = s["start"], s["final"]
         lines.append(
-            f"| {s['label']} | {len(s['seeds'])} | {cell(f['best'], b['best'])} | {cell(f['mean'], b['mean'])} "
-            f"| {f['entropy']['mean']:.2f} | {s['step_s_median']:.1f} "
+            f"| {s['label']} | {len(s['seeds'])} | {_spread(b['best'], f['best'])} | {_spread(b['mean'], f['mean'])} "
+            f"| {_change(b, f, 'entropy')} | {_change(b, f, 'var', 0)} | {_change(b, f, 'zero_var')} "
+            f"| {_change(b, f, 'copy')} | {s['step_s_median']:.1f} "
             f"| {s['judge_fwd_per_step']:.0f} / {s['judge_bwd_per_step']:.0f} |"
         )
     curve_lines = ["", "Validation best-of-8 by step (mean over seeds):", ""]
