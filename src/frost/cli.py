@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--L", type=int, default=8, help="move length of the example instances")
     d.add_argument("--model", default="embedded", help="tokenizer to count with")
 
+    p = sub.add_parser("report", help="figures (PNG), a final-metrics table and a self-contained HTML report")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (each with config.yaml and metrics.jsonl)")
+    p.add_argument("--out", type=Path, default=Path("report"), help="output folder")
+    p.add_argument("--x", default="step", help="x axis: step or judge_forwards")
+    p.add_argument("--smooth", type=int, default=1, help="moving-average window of Figure 4's curves")
+
     p = sub.add_parser("bench", help="per-phase timings of the core operations -> BENCHMARKS.md")
     p.add_argument("--K", type=int, default=8, help="moves per prompt")
     p.add_argument("--L", type=int, default=8, help="move length")
@@ -404,6 +410,16 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from frost.report import write_report
+
+    if args.smooth < 1:
+        raise ConfigError(f"--smooth must be >= 1, got {args.smooth}")
+    path = write_report(args.runs, args.out, x_axis=args.x, smooth=args.smooth)
+    print(f"report: {path} (figures and final.md beside it)")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from frost.bench import markdown, run_bench
 
@@ -455,6 +471,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     table = run_demo(args.out, seeds=args.seeds, steps=args.steps, threads=args.threads, progress=not args.no_progress)
     print("\n" + table)
     print(f"\nruns: {args.out}/runs/   comparison: {args.out}/comparison.md (.json)   figure: {args.out}/curves.png")
+    print(f"report: {args.out}/report/report.html (Figures 3 and 4, final metrics)")
     return 0
 
 
@@ -465,6 +482,7 @@ COMMANDS = {
     "diagnose": cmd_diagnose,
     "train": cmd_train,
     "data": cmd_data,
+    "report": cmd_report,
     "bench": cmd_bench,
     "demo": cmd_demo,
 }

@@ -187,6 +187,9 @@ def run_demo(out: Path, *, seeds: list[int], steps: int | None, threads: int = 0
     (out / "comparison.md").write_text(table + "\n")
     (out / "comparison.json").write_text(json.dumps(summary, indent=1, default=str))
     plot(summary, out / "curves.png")
+    from frost.report import write_report
+
+    write_report([r.run_dir for r in runs], out / "report")
     return table
 
 
