@@ -222,3 +222,24 @@ def test_shared_prompt_loss_equals_k_full_sequences_in_value_and_gradient(length
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4), name
+
+
+def test_diagnose_samples_tables_from_two_runs(tmp_path, embedded_tokenizer):
+    from frost.samples import diagnose_samples
+
+    for name, algorithm in (("a", "frost"), ("b", "grpo")):
+        config = tiny_config(tmp_path / name, algorithm=algorithm, steps=1, val_every=0)
+        Trainer(config, base=tiny_base(embedded_tokenizer)).run(progress=False)
+    trainer_for_data = Trainer(tiny_config(tmp_path / "c", steps=0, val_every=0), base=tiny_base(embedded_tokenizer))
+    prompts = trainer_for_data.validation
+    result, markdown = diagnose_samples(
+        tmp_path / "a", tmp_path / "b", tiny_base(embedded_tokenizer), prompts, samples=3, examples=1
+    )
+    assert set(result["table1"]) == {"a", "b"}
+    row = result["table1"]["a"]
+    assert row["mean_reward"] == pytest.approx(-(row["prefix_ce"] + row["text_ce"]), rel=1e-5)
+    assert row["best_of_k"] >= row["mean_reward"]
+    t2 = result["table2"]
+    assert t2["prompts"] == len(prompts) and 0 <= t2["a_best_beats_b_best"] <= len(prompts)
+    assert "## Table 1" in markdown and "**" in markdown
+    assert all(len(g["texts"]) == 3 for g in result["groups"]["a"])

@@ -96,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, help="folder for rows.jsonl, summary.json and table.md")
     d.add_argument("--resume", action="store_true", help="keep --out's rows.jsonl and run only the missing prompts")
     _add_model_args(d)
+    d = dsub.add_parser("samples", help="Appendix D tables: two trained players on the same validation prompts")
+    d.add_argument("run_a", type=Path, help="run folder A (e.g. a Frost run)")
+    d.add_argument("run_b", type=Path, help="run folder B (e.g. a GRPO run)")
+    d.add_argument("--prompts", type=int, default=30, help="validation prompts (the paper: 30)")
+    d.add_argument("--samples", type=int, default=8, help="moves per prompt and player")
+    d.add_argument("--examples", type=int, default=4, help="example tables to print")
+    d.add_argument("--seed", type=int, default=0, help="sampling seed (the same for both players)")
+    d.add_argument("--out", type=Path, default=Path("samples-report"), help="folder for samples.md and samples.json")
+    _add_model_args(d)
 
     p = sub.add_parser("train", help="train a player with GRPO or Frost-GRPO")
     p.add_argument("--config", type=Path, help="YAML config (configs/*.yaml); defaults for anything not set")
@@ -296,6 +305,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
+    if args.diagnostic == "samples":
+        return _diagnose_samples(args)
     from frost.data import read_documents
     from frost.diagnostics import markdown_table, run_selection, summarize
     from frost.frost import RULES, check_tau, get_rule
@@ -382,6 +393,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     step = trainer.run(progress=not args.no_progress)
     print(f"{config.train.algorithm}: step {step}/{config.train.steps}; run folder {trainer.run_dir}")
     return 0 if step >= config.train.steps else 130
+
+
+def _diagnose_samples(args: argparse.Namespace) -> int:
+    import yaml
+
+    from frost.data import DataConfig, load_split
+    from frost.games import InfillingGame
+    from frost.samples import diagnose_samples, write
+
+    if args.prompts < 1 or args.samples < 1:
+        raise ConfigError("--prompts and --samples must be >= 1")
+    for run in (args.run_a, args.run_b):
+        if not (run / "config.yaml").is_file():
+            raise ConfigError(f"{run} is not a run folder (no config.yaml)")
+    config = yaml.safe_load((args.run_a / "config.yaml").read_text()) or {}
+    _setup_torch(args)
+    lm = _load(args)
+    game_cfg = config.get("game", {})
+    game = InfillingGame(lm.tokenizer, move_length=int(game_cfg.get("move_length", 8)))
+    data = config.get("data", {})
+    split = load_split(DataConfig(source=data.get("source", "embedded"), field=data.get("field", "text")), game)
+    result, markdown = diagnose_samples(
+        args.run_a, args.run_b, lm, split.validation[: args.prompts], samples=args.samples, seed=args.seed,
+        examples=args.examples,
+    )  # fmt: skip
+    write(result, markdown, args.out)
+    print(markdown)
+    print(f"\nwritten: {args.out}/samples.md, {args.out}/samples.json")
+    return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
