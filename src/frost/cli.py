@@ -510,8 +510,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _quiet_transformers()
     table = run_demo(args.out, seeds=args.seeds, steps=args.steps, threads=args.threads, progress=not args.no_progress)
     print("\n" + table)
-    print(f"\nruns: {args.out}/runs/   comparison: {args.out}/comparison.md (.json)   figure: {args.out}/curves.png")
-    print(f"report: {args.out}/report/report.html (Figures 3 and 4, final metrics)")
+    print(f"\nruns: {args.out}/runs/   comparison: {args.out}/comparison.md (.json)")
+    print(f"report: {args.out}/report/report.html (figure3.png, figure4.png, final.md beside it)")
     return 0
 
 

@@ -3,7 +3,7 @@
 Three arms from `configs/`: GRPO K=8, Frost K=4 with the paper's `taylor-gated` rule, and Frost K=4 with our
 `full-gated` rule; each does 8 judge forward sequences per text and step. For every seed each arm trains from the same
 base model; the demo then prints a comparison of validation metrics and writes a Markdown table, a JSON summary and
-a figure of the validation curves.
+a `frost report` of the runs (figures and an HTML page).
 """
 
 from __future__ import annotations
@@ -128,34 +128,6 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines + curve_lines)
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
-    """Validation best-of-8 and mean reward against step: mean over seeds with the min-max envelope."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for (key, title), ax in zip(
-        (("best", "validation best-of-8"), ("mean", "validation mean reward")), axes, strict=True
-    ):
-        for s in summary.values():
-            steps = s["steps"]
-            mean = [s["curves"][t][key]["mean"] for t in steps]
-            low = [s["curves"][t][key]["min"] for t in steps]
-            high = [s["curves"][t][key]["max"] for t in steps]
-            (line,) = ax.plot(steps, mean, marker="o", label=s["label"])
-            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("reward (nats)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def run_demo(out: Path, *, seeds: list[int], steps: int | None, threads: int = 0, progress: bool = True) -> str:
     """Train the three arms for each seed (resuming finished or interrupted runs), then compare them."""
     import torch
@@ -186,7 +158,6 @@ def run_demo(out: Path, *, seeds: list[int], steps: int | None, threads: int = 0
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(table + "\n")
     (out / "comparison.json").write_text(json.dumps(summary, indent=1, default=str))
-    plot(summary, out / "curves.png")
     from frost.report import write_report
 
     write_report([r.run_dir for r in runs], out / "report")
