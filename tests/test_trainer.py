@@ -243,3 +243,17 @@ def test_diagnose_samples_tables_from_two_runs(tmp_path, embedded_tokenizer):
     assert t2["prompts"] == len(prompts) and 0 <= t2["a_best_beats_b_best"] <= len(prompts)
     assert "## Table 1" in markdown and "**" in markdown
     assert all(len(g["texts"]) == 3 for g in result["groups"]["a"])
+
+
+def test_sigint_saves_a_checkpoint_and_stops(tmp_path, embedded_tokenizer):
+    import os
+    import signal
+
+    trainer = Trainer(
+        tiny_config(tmp_path, steps=4, val_every=0, checkpoint_every=0), base=tiny_base(embedded_tokenizer)
+    )
+    step = trainer.run(progress=False, on_metrics=lambda m: os.kill(os.getpid(), signal.SIGINT))
+    assert step == 1
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step-0000001"
+    resumed = Trainer(tiny_config(tmp_path, steps=2, val_every=0), resume=True, base=tiny_base(embedded_tokenizer))
+    assert resumed.run(progress=False) == 2
