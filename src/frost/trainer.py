@@ -34,7 +34,7 @@ from frost.games import GameInstance, InfillingGame
 from frost.grpo import grpo_loss
 from frost.judge import Judge
 from frost.models import LoadedModel, causal_lm_logits, forbidden_token_mask, load_model
-from frost.sampling import cache_io, sample_moves, sampling_distribution
+from frost.sampling import SampledMoves, cache_io, sample_moves, sampling_distribution
 
 CHECKPOINT_KEEP = 2
 
@@ -231,19 +231,23 @@ class Trainer:
             self._writer.flush()
 
     # ------------------------------------------------------------------------------------------------ one step
+    def _sample(self, inst: GameInstance, k: int, generator: torch.Generator) -> SampledMoves:
+        """K on-policy moves for one text from the current player, with their sampling distributions."""
+        return sample_moves(
+            self.player,
+            inst.prompt_ids,
+            k,
+            inst.move_length,
+            temperature=self.config.train.temperature,
+            forbidden=self.forbidden,
+            generator=generator,
+        )
+
     def _group(self, inst: GameInstance, phase: dict[str, float], counts: dict[str, int]) -> dict[str, Any]:
         """Sample, score, (Frost: propose and replace), and back-propagate the loss of one text's group."""
         t, cfg = self.config.train, self.config
         t0 = time.perf_counter()
-        sampled = sample_moves(
-            self.player,
-            inst.prompt_ids,
-            t.K,
-            inst.move_length,
-            temperature=t.temperature,
-            forbidden=self.forbidden,
-            generator=self.generator,
-        )
+        sampled = self._sample(inst, t.K, self.generator)
         counts["player_fwd_seqs"] += t.K
         t1 = time.perf_counter()
         phase["time/sample_s"] += t1 - t0
@@ -345,15 +349,7 @@ class Trainer:
         rows, samples = [], []
         for n, inst in enumerate(self.validation):
             gen = torch.Generator(device=self.device).manual_seed(t.seed * 1_000_003 + 17 + n)
-            s = sample_moves(
-                self.player,
-                inst.prompt_ids,
-                t.val_samples,
-                inst.move_length,
-                temperature=t.temperature,
-                forbidden=self.forbidden,
-                generator=gen,
-            )
+            s = self._sample(inst, t.val_samples, gen)
             rewards = self.judge.rewards(inst, s.moves).tolist()
             texts = [self.tokenizer.decode(m) for m in s.moves.tolist()]
             begin = self.tokenizer.decode(list(inst.meta.get("begin_ids", inst.judge_prefix)))
