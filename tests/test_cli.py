@@ -26,6 +26,11 @@ PAIR = ["--begin", "Once upon a time", "--end", " there was a cat."]
         (["score", *PAIR, "--move-ids", "1,x"], "--move-ids"),
         (["diagnose", "selection", "--D", "1,a"], "--D"),
         (["diagnose", "selection", "--rules", "taylor,nope"], "frost.rule"),
+        (["diagnose", "selection", "--tau", "1e-4,2"], "tau"),
+        (["diagnose", "selection", "--K", "4,x"], "--K"),
+        (["diagnose", "selection", "--K", "0"], "--K"),
+        (["diagnose", "samples", "nowhere-a", "nowhere-b"], "nowhere-a"),
+        (["diagnose", "selection", "--checkpoint", "nowhere"], "nowhere"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_naming_the_field(argv, field, capsys):

@@ -56,7 +56,7 @@ def read_metrics(run_dir):
 
 def test_frost_step_feeds_the_post_replacement_group_to_the_loss(tmp_path, embedded_tokenizer, monkeypatch):
     seen = {"records": [], "loss_inputs": []}
-    real_step, real_loss = trainer_module.frost_step, trainer_module.grpo_loss
+    real_step, real_loss = trainer_module.replace, trainer_module.grpo_loss
 
     def spy_step(*args, **kwargs):
         record = real_step(*args, **kwargs)
@@ -67,7 +67,7 @@ def test_frost_step_feeds_the_post_replacement_group_to_the_loss(tmp_path, embed
         seen["loss_inputs"].append((moves.clone(), rewards.clone()))
         return real_loss(policy, reference, moves, rewards, beta)
 
-    monkeypatch.setattr(trainer_module, "frost_step", spy_step)
+    monkeypatch.setattr(trainer_module, "replace", spy_step)
     monkeypatch.setattr(trainer_module, "grpo_loss", spy_loss)
     trainer = Trainer(tiny_config(tmp_path, steps=2, val_every=0), base=tiny_base(embedded_tokenizer))
     trainer.run(progress=False)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import json
 import platform
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +18,10 @@ from typing import Any
 import torch
 
 from frost.data import read_documents
-from frost.frost import select_candidates
+from frost.frost import get_rule, select_candidates
 from frost.games import GameInstance, InfillingGame
 from frost.judge import Judge
+from frost.memplan import ModelShape
 from frost.models import LoadedModel, forbidden_token_mask
 from frost.sampling import cache_io, sample_moves
 
@@ -212,90 +216,330 @@ def run_bench(lm: LoadedModel, *, out: Path, json_path: Path | None, **kwargs: A
     return result
 
 
+# ------------------------------------------------------------------------------------------- training steps
+
+
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype, *, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's measured dense matmul rate (FLOP/s): median over `repeats` of an n x n x n product."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    timing = time_it("matmul", lambda: torch.mm(a, b), shape=f"{n}^3", repeats=repeats)
+    return 2 * n**3 / timing.median_s
+
+
+def forward_flops(shape: ModelShape, tokens: float, context: float, logit_positions: float) -> float:
+    """Forward FLOPs of a decoder over `tokens` tokens attending to `context` positions on average, with the LM
+    head applied at `logit_positions` positions (2 FLOPs per multiply-add)."""
+    per_token = 2 * sum(a * b for a, b in shape.linear_shapes().values()) * shape.num_hidden_layers
+    attention = 4 * shape.num_hidden_layers * context * shape.q_dim
+    return tokens * (per_token + attention) + logit_positions * 2 * shape.hidden_size * shape.vocab_size
+
+
+def step_flops(
+    shape: ModelShape, *, B: int, K: int, L: int, prompt: int, judge_len: int, judge_fwd: int, judge_bwd: int
+) -> float:
+    """Estimated FLOPs of one training step from the model's shape: sampling (prompt prefill, K*L decode tokens),
+    the player's loss (forward, a backward of about one forward since the base weights take no gradient) and the
+    reference forward, the judge forwards (every sequence) and backwards (about one forward each)."""
+    player = forward_flops(shape, B * (prompt + K * L), prompt + L / 2, B * K * L)
+    judge = forward_flops(shape, judge_len, judge_len / 2, judge_len)
+    return 4 * player + (judge_fwd + judge_bwd) * judge
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set size
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory since the last reset: allocated tensors on GPU, the resident set size (VmHWM) on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) * 1024
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One way of taking a training step: the algorithm, its group size and rule, and whether it runs the naive
+    (the authors' demo) path."""
+
+    algorithm: str
+    K: int
+    rule: str = "taylor-gated"
+    naive: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.algorithm == "grpo":
+            return f"GRPO K={self.K}"
+        return f"Frost K={self.K} {self.rule}" + (" (naive path)" if self.naive else "")
+
+
+def naive_group(trainer: Any, inst: GameInstance, phase: dict[str, float], counts: dict[str, int]) -> None:
+    """One text's Frost-GRPO step done the way the authors' one-file demo does it: `generate` on K copies of the
+    prompt, a second player pass over the K full sequences for the gate, the judge on one text at a time (parents
+    and children), and the loss over K full prompt+move sequences. Same algorithm and loss as the trainer."""
+    from frost.frost import replace_with_scores
+    from frost.grpo import grpo_loss
+    from frost.trainer import policy_distributions
+
+    t, cfg = trainer.config.train, trainer.config
+    clock, model, judge = trainer._clock, trainer.player, trainer.judge
+    t0 = clock()
+    prompt = torch.tensor([inst.prompt_ids], device=trainer.device)
+    forbidden_ids = trainer.forbidden.nonzero().flatten().tolist()
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=prompt.repeat(t.K, 1),
+            attention_mask=torch.ones_like(prompt.repeat(t.K, 1)),
+            do_sample=True,
+            temperature=t.temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=inst.move_length,
+            min_new_tokens=inst.move_length,
+            suppress_tokens=forbidden_ids,
+            pad_token_id=trainer.tokenizer.pad_token_id or 0,
+        )
+    moves = out[:, prompt.shape[1] :].clone()
+    with torch.no_grad():
+        gate = policy_distributions(
+            model, inst.prompt_ids, moves, temperature=t.temperature, forbidden=trainer.forbidden, shared_prompt=False
+        )
+    t1 = clock()
+    rule = get_rule(cfg.frost.rule)
+    parts = [judge.taylor(inst, moves[k : k + 1], with_grad=rule.needs_gradient) for k in range(t.K)]
+    taylor = dataclasses.replace(
+        parts[0],
+        moves=torch.cat([p.moves for p in parts]),
+        rewards=torch.cat([p.rewards for p in parts]),
+        token_logprobs=torch.cat([p.token_logprobs for p in parts]),
+        grad=None if parts[0].grad is None else torch.cat([p.grad for p in parts if p.grad is not None]),
+        judge_logprobs=torch.cat([p.judge_logprobs for p in parts]),
+    )
+    ta = clock()
+    candidates = select_candidates(
+        rule, taylor, gate, cfg.budget, tau=cfg.frost.tau, forbidden=trainer.forbidden, generator=trainer.generator
+    )
+    tb = clock()
+    children = candidates.children(taylor.moves)
+    child_rewards = torch.cat([judge.rewards(inst, c[None]) for c in children]) if len(children) else taylor.rewards[:0]
+    record = replace_with_scores(taylor.moves, taylor.rewards, candidates, child_rewards, rule=rule.name)
+    t2 = clock()
+    phase["time/sample_s"] += t1 - t0
+    phase["time/judge_pass_s"] += ta - t1
+    phase["time/select_s"] += tb - ta
+    phase["time/children_s"] += t2 - tb
+    phase["time/judge_s"] += t2 - t1
+    model.train()
+    policy = policy_distributions(
+        model, inst.prompt_ids, record.moves, temperature=t.temperature, forbidden=trainer.forbidden,
+        shared_prompt=False,
+    )  # fmt: skip
+    model.eval()
+    t3 = clock()
+    with torch.no_grad(), model.disable_adapter():
+        reference = policy_distributions(
+            model, inst.prompt_ids, record.moves, temperature=t.temperature, forbidden=trainer.forbidden,
+            shared_prompt=False,
+        )  # fmt: skip
+    t4 = clock()
+    terms = grpo_loss(policy, reference, record.moves, record.rewards, t.beta)
+    (terms.loss / t.batch_size).backward()
+    t5 = clock()
+    phase["time/policy_s"] += (t3 - t2) + (t5 - t4)
+    phase["time/reference_s"] += t4 - t3
+    phase["time/loss_s"] += t5 - t2
+    counts["tokens"] += 4 * t.K * (len(inst.prompt_ids) + inst.move_length)
+
+
+def naive_step(trainer: Any) -> dict[str, Any]:
+    """One optimizer step over B texts on the naive path (see `naive_group`); the trainer's phase keys."""
+    from frost.trainer import PHASES
+
+    t = trainer.config.train
+    start = trainer._clock()
+    fwd0, bwd0 = trainer.judge.forward_sequences, trainer.judge.backward_sequences
+    phase = dict.fromkeys(PHASES, 0.0)
+    counts = {"tokens": 0}
+    for i in trainer.cursor.take(t.batch_size):
+        naive_group(trainer, trainer.train_set[i], phase, counts)
+    t_opt = trainer._clock()
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    phase["time/optim_s"] = trainer._clock() - t_opt
+    return {
+        **phase,
+        **counts,
+        "judge_fwd_seqs": trainer.judge.forward_sequences - fwd0,
+        "judge_bwd_seqs": trainer.judge.backward_sequences - bwd0,
+        "time/step_s": trainer._clock() - start,
+    }
+
+
+def default_arms(k: int, rules: Sequence[str] = ("taylor-gated", "judge-gated"), naive: bool = True) -> list[Arm]:
+    """Frost at K (each rule), GRPO at K and at 2K, and the naive path of Frost at K with the first rule."""
+    arms = [Arm("frost", k, r) for r in rules] + [Arm("grpo", k), Arm("grpo", 2 * k)]
+    if naive:
+        arms.append(Arm("frost", k, rules[0], naive=True))
+    return arms
+
+
 def bench_training(
     model: str = "embedded",
     *,
-    arms: tuple[tuple[str, int], ...] = (("frost", 4), ("grpo", 8), ("grpo", 4)),
+    K: int = 4,
+    L: int = 8,
     batch_size: int = 4,
-    steps: int = 3,
-    rule: str = "taylor-gated",
+    steps: int = 5,
+    arms: Sequence[Arm] | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    base: LoadedModel | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Median wall time of training steps per (algorithm, K), measured side by side in one process.
+    """Per-phase wall time of training steps per arm, measured side by side in one process on one copy of the base
+    model: the median and spread over `steps` timed steps after one warm-up step, tokens per second, peak memory,
+    the step's estimated FLOPs and the achieved rate against the measured matmul peak.
 
-    Each arm trains a fresh LoRA on a fresh copy of the base model for `steps` steps after one warm-up step, on the
-    hand-written stories, without validation or checkpoints.
+    Every arm trains a fresh LoRA (the same seed) for `steps` + 1 steps on the hand-written stories, without
+    validation or checkpoints. `base` reuses an already loaded model; `overrides` updates config sections (tests).
     """
     import tempfile
 
     from frost.config import config_from_dict
-    from frost.trainer import Trainer
+    from frost.memplan import ModelShape
+    from frost.models import load_model
+    from frost.trainer import PHASES, Trainer
 
-    out: dict[str, Any] = {"arms": []}
+    arms = list(arms) if arms is not None else default_arms(K)
+    base = base or load_model(model, device=device, dtype=dtype)
+    shape = ModelShape.from_config(base.model.config)
+    peak_flops = matmul_peak_flops(base.device, base.dtype)
+    out: dict[str, Any] = {
+        "machine": machine_description(base),
+        "model": base.name,
+        "L": L,
+        "B": batch_size,
+        "steps_timed": steps,
+        "matmul_peak_flops": peak_flops,
+        "arms": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        for algorithm, k in arms:
-            config = config_from_dict(
-                {
-                    "model": {"name": model},
-                    "frost": {"rule": rule},
-                    "optim": {"lr": 1e-4},
-                    "data": {"source": "handwritten", "validation_size": 0},
-                    "train": {
-                        "algorithm": algorithm,
-                        "K": k,
-                        "batch_size": batch_size,
-                        "steps": steps + 1,
-                        "val_every": 0,
-                        "checkpoint_every": 0,
-                        "run_dir": f"{tmp}/{algorithm}-{k}",
-                    },
-                }
-            )
-            trainer = Trainer(config)
-            records = [trainer.train_step() for _ in range(steps + 1)][1:]
-            phases = ("time/step_s", "time/sample_s", "time/judge_s", "time/loss_s", "time/optim_s")
+        for n, arm in enumerate(arms):
+            sections: dict[str, dict[str, Any]] = {
+                "model": {"name": model, "device": device, "dtype": dtype},
+                "game": {"move_length": L},
+                "frost": {"rule": arm.rule},
+                "optim": {"lr": 1e-4},
+                "data": {"source": "handwritten", "validation_size": 0},
+                "train": {
+                    "algorithm": arm.algorithm,
+                    "K": arm.K,
+                    "batch_size": batch_size,
+                    "steps": steps + 1,
+                    "val_every": 0,
+                    "checkpoint_every": 0,
+                    "run_dir": f"{tmp}/arm-{n}",
+                },
+            }
+            for key, values in (overrides or {}).items():
+                sections[key] = {**sections.get(key, {}), **values}
+            trainer = Trainer(config_from_dict(sections), base=base)
+            step = functools.partial(naive_step, trainer) if arm.naive else trainer.train_step
+            step()  # warm-up
+            _reset_peak_memory(base.device)
+            records = [step() for _ in range(steps)]
+            peak = peak_memory_bytes(base.device)
+            base = dataclasses.replace(base, model=trainer.player.unload())  # the base without this arm's LoRA
+            step_s = [r["time/step_s"] for r in records]
+            median = statistics.median(step_s)
+            inst = trainer.train_set[0]
+            fwd, bwd = records[0]["judge_fwd_seqs"], records[0]["judge_bwd_seqs"]
+            flops = step_flops(
+                shape, B=batch_size, K=arm.K, L=L, prompt=len(inst.prompt_ids), judge_len=inst.judge_length,
+                judge_fwd=fwd, judge_bwd=bwd,
+            )  # fmt: skip
             out["arms"].append(
                 {
-                    "algorithm": algorithm,
-                    "K": k,
+                    "label": arm.label,
+                    "algorithm": arm.algorithm,
+                    "K": arm.K,
+                    "rule": arm.rule if arm.algorithm == "frost" else None,
+                    "naive": arm.naive,
                     "B": batch_size,
-                    **{p: statistics.median(r[p] for r in records) for p in phases},
-                    "min_step_s": min(r["time/step_s"] for r in records),
-                    "max_step_s": max(r["time/step_s"] for r in records),
-                    "judge_fwd_seqs": records[0]["judge_fwd_seqs"],
-                    "judge_bwd_seqs": records[0]["judge_bwd_seqs"],
-                    "steps_timed": steps,
+                    "L": L,
+                    **{p: statistics.median(r[p] for r in records) for p in PHASES},
+                    "time/step_s": median,
+                    "min_step_s": min(step_s),
+                    "max_step_s": max(step_s),
+                    "tokens_per_s": statistics.median(r["tokens"] / r["time/step_s"] for r in records),
+                    "judge_fwd_seqs": fwd,
+                    "judge_bwd_seqs": bwd,
+                    "peak_memory_bytes": peak,
+                    "step_flops": flops,
+                    "achieved_flops": flops / median,
+                    "frac_of_matmul_peak": flops / median / peak_flops,
                 }
             )
-    by = {(a["algorithm"], a["K"]): a["time/step_s"] for a in out["arms"]}
-    ratios = {}
-    if ("frost", 4) in by and ("grpo", 8) in by:
-        ratios["frost_k4_vs_grpo_k8"] = by[("frost", 4)] / by[("grpo", 8)]
-    if ("frost", 4) in by and ("grpo", 4) in by:
-        ratios["frost_vs_grpo_same_k"] = by[("frost", 4)] / by[("grpo", 4)]
-    out["ratios"] = ratios
+    out["ratios"] = training_ratios(out["arms"])
     return out
+
+
+def training_ratios(arms: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Wall-time ratios of median step times: Frost at K vs GRPO at 2K (named `frost_k4_vs_grpo_k8` at K=4),
+    Frost vs GRPO at the same K, and the naive path vs Frost; one entry per Frost rule, the first rule also under
+    the plain names."""
+    by = {(a["algorithm"], a["K"], a["rule"], a["naive"]): a["time/step_s"] for a in arms}
+    ratios: dict[str, float] = {}
+    frost = [a for a in arms if a["algorithm"] == "frost" and not a["naive"]]
+    for i, a in enumerate(frost):
+        k, rule, t = a["K"], a["rule"], a["time/step_s"]
+        names: dict[str, float] = {}
+        if ("grpo", 2 * k, None, False) in by:
+            names[f"frost_k{k}_vs_grpo_k{2 * k}"] = t / by[("grpo", 2 * k, None, False)]
+        if ("grpo", k, None, False) in by:
+            names["frost_vs_grpo_same_k"] = t / by[("grpo", k, None, False)]
+        if ("frost", k, rule, True) in by:
+            names["naive_vs_frost"] = by[("frost", k, rule, True)] / t
+        for name, value in names.items():
+            ratios[f"{name}[{rule}]"] = value
+            if i == 0:
+                ratios[name] = value
+    return ratios
 
 
 def training_markdown(result: dict[str, Any]) -> str:
     """A BENCHMARKS.md section for `bench_training`'s result."""
+    gib = 2**30
     lines = [
-        "| algorithm | K | B | step s (median) | min | max | sample s | judge + Frost s | loss s | optimizer s "
-        "| judge fwd / bwd seqs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"Machine: {result['machine']}; model: {result['model']}; B={result['B']}, L={result['L']}; median of "
+        f"{result['steps_timed']} timed steps after one warm-up (min-max in brackets); measured matmul peak "
+        f"{result['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s.",
+        "",
+        "| arm | step s | sample | judge pass | select | children | policy fwd+bwd | reference | optim "
+        "| judge fwd/bwd seqs | tokens/s | peak mem GiB | GFLOP/step | % of matmul peak |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for a in result["arms"]:
         lines.append(
-            f"| {a['algorithm']} | {a['K']} | {a['B']} | {a['time/step_s']:.1f} | {a['min_step_s']:.1f} "
-            f"| {a['max_step_s']:.1f} | {a['time/sample_s']:.1f} | {a['time/judge_s']:.1f} | {a['time/loss_s']:.1f} "
-            f"| {a['time/optim_s']:.2f} | {a['judge_fwd_seqs']} / {a['judge_bwd_seqs']} |"
+            f"| {a['label']} | {a['time/step_s']:.1f} [{a['min_step_s']:.1f}-{a['max_step_s']:.1f}] "
+            f"| {a['time/sample_s']:.2f} | {a['time/judge_pass_s']:.2f} | {a['time/select_s']:.2f} "
+            f"| {a['time/children_s']:.2f} | {a['time/policy_s']:.2f} | {a['time/reference_s']:.2f} "
+            f"| {a['time/optim_s']:.2f} | {a['judge_fwd_seqs']} / {a['judge_bwd_seqs']} | {a['tokens_per_s']:,.0f} "
+            f"| {a['peak_memory_bytes'] / gib:.2f} | {a['step_flops'] / 1e9:,.0f} "
+            f"| {100 * a['frac_of_matmul_peak']:.0f}% |"
         )
-    r = result["ratios"]
     lines.append("")
-    if "frost_k4_vs_grpo_k8" in r:
-        lines.append(
-            f"- Frost K=4 step / GRPO K=8 step (the canonical matched pair): {r['frost_k4_vs_grpo_k8']:.2f} "
-            "(target <= 1)."
-        )
-    if "frost_vs_grpo_same_k" in r:
-        lines.append(f"- Frost step / GRPO step at the same K=4: {r['frost_vs_grpo_same_k']:.2f} (target <= 1.3).")
+    for name, value in result["ratios"].items():
+        if "[" in name:
+            lines.append(f"- `{name}` = {value:.2f}")
     return "\n".join(lines)

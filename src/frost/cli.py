@@ -28,6 +28,13 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+
+
 def _ids(text: str) -> list[int]:
     try:
         return [int(t) for t in text.replace(",", " ").split()]
@@ -87,18 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", default="embedded", help="documents: a built-in set, 'cosmopedia', or a file or folder")
     d.add_argument("--field", default="text", help="text field of .jsonl/.parquet documents")
     d.add_argument("--prompts", type=int, default=8, help="number of documents (prompts) used")
-    d.add_argument("--K", type=int, default=8, help="moves per prompt")
+    d.add_argument("--K", type=_int_list, default=[8], help="moves per prompt; a comma-separated list sweeps K")
     d.add_argument("--D", type=_int_list, default=[1, 2, 4, 8, 16], help="comma-separated discovery budgets")
     d.add_argument("--L", type=int, default=8, help="move length")
     d.add_argument("--rules", default="all", help="comma-separated rules, or 'all'")
-    d.add_argument("--tau", type=float, default=1e-4, help="probability gate")
+    d.add_argument("--tau", type=_float_list, default=[1e-4], help="probability gate; a comma-separated list sweeps it")
+    d.add_argument("--checkpoint", type=Path, help="player: a run folder or checkpoint (default: the base model)")
     d.add_argument("--seed", type=int, default=0, help="random seed")
-    d.add_argument("--out", type=Path, help="folder for rows.jsonl, summary.json and table.md")
+    d.add_argument("--out", type=Path, help="folder for rows.jsonl, summary.json, table.md and figures")
     d.add_argument("--resume", action="store_true", help="keep --out's rows.jsonl and run only the missing prompts")
     _add_model_args(d)
     d = dsub.add_parser("samples", help="Appendix D tables: two trained players on the same validation prompts")
-    d.add_argument("run_a", type=Path, help="run folder A (e.g. a Frost run)")
-    d.add_argument("run_b", type=Path, help="run folder B (e.g. a GRPO run)")
+    d.add_argument("run_a", type=Path, help="player A: a run folder (its latest checkpoint) or a checkpoint folder")
+    d.add_argument("run_b", type=Path, help="player B: a run folder or a checkpoint folder")
     d.add_argument("--prompts", type=int, default=30, help="validation prompts (the paper: 30)")
     d.add_argument("--samples", type=int, default=8, help="moves per prompt and player")
     d.add_argument("--examples", type=int, default=4, help="example tables to print")
@@ -139,15 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", default="step", help="x axis: step or judge_forwards")
     p.add_argument("--smooth", type=int, default=1, help="moving-average window of Figure 4's curves")
 
-    p = sub.add_parser("bench", help="per-phase timings of the core operations -> BENCHMARKS.md")
-    p.add_argument("--K", type=int, default=8, help="moves per prompt")
-    p.add_argument("--L", type=int, default=8, help="move length")
-    p.add_argument("--D", type=int, default=64, help="candidates for the top-D and exact-scoring timings")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats after one warm-up")
+    p = sub.add_parser("bench", help="per-phase timings of a training step and its parts -> BENCHMARKS.md")
+    p.add_argument("--K", type=_int_list, default=[4], help="Frost group sizes of the step bench (GRPO: K and 2K)")
+    p.add_argument("--L", type=_int_list, default=[8], help="move lengths of the step bench")
+    p.add_argument("--B", type=_int_list, default=[4], help="texts per step of the step bench")
+    p.add_argument("--rules", default="taylor-gated,judge-gated", help="Frost rules timed (the first also naively)")
+    p.add_argument("--no-naive", action="store_true", help="skip the naive (authors' demo) path")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats (steps) after one warm-up")
+    p.add_argument("--core-K", type=int, default=8, help="moves per prompt of the core-operation bench")
+    p.add_argument("--D", type=int, default=64, help="candidates of the core bench's top-D and exact scoring")
+    p.add_argument("--only", choices=["all", "core", "steps", "memory-plan"], default="all", help="which sections")
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="Markdown file to update")
-    p.add_argument("--json", type=Path, help="also write the results as JSON here")
-    p.add_argument("--training", action="store_true", help="also time training steps: Frost K=4, GRPO K=8 and K=4")
-    p.add_argument("--training-steps", type=int, default=3, help="timed training steps per arm (after a warm-up)")
+    p.add_argument("--json", type=Path, help="also write the results as one JSON object here")
     _add_model_args(p)
 
     p = sub.add_parser("demo", help="the main job: Frost-GRPO vs GRPO at matched judge forwards on the embedded model")
@@ -308,36 +319,49 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.diagnostic == "samples":
         return _diagnose_samples(args)
     from frost.data import read_documents
-    from frost.diagnostics import markdown_table, run_selection, summarize
+    from frost.diagnostics import SelectionRow, read_rows, report_text, run_selection, summarize
     from frost.frost import RULES, check_tau, get_rule
     from frost.games import InfillingGame
     from frost.judge import Judge
     from frost.models import forbidden_token_mask
+    from frost.selection_plots import write_figures
 
     rules = list(RULES) if args.rules == "all" else [r.strip() for r in args.rules.split(",") if r.strip()]
     for r in rules:
         get_rule(r)
-    check_tau(args.tau)
-    if args.K < 1 or args.L < 1 or args.prompts < 1:
+    if not args.tau:
+        raise ConfigError("--tau: give at least one gate, e.g. --tau 1e-4")
+    for t in args.tau:
+        check_tau(t)
+    if not args.K or min(args.K) < 1 or args.L < 1 or args.prompts < 1:
         raise ConfigError("--K, --L and --prompts must be >= 1")
     if not args.D or min(args.D) < 0:
         raise ConfigError(f"--D must be a list of budgets >= 0, got {args.D}")
+    if args.checkpoint is not None:
+        from frost.samples import resolve_checkpoint
+
+        resolve_checkpoint(args.checkpoint)
     _setup_torch(args)
     lm = _load(args)
+    player, judge = lm.model, Judge(lm.model)
+    if args.checkpoint is not None:
+        from frost.samples import load_players
+
+        player = load_players([args.checkpoint], lm)
+        judge = Judge(player, context=player.disable_adapter)
     docs = read_documents(args.data, field=args.field, limit=args.prompts * 4)
     game = InfillingGame(lm.tokenizer, move_length=args.L)
     instances, _ = game.instances(docs)
     instances = instances[: args.prompts]
     vocab = lm.model.get_input_embeddings().weight.shape[0]
     forbidden = forbidden_token_mask(lm.tokenizer, vocab, lm.device)
-    done: list[Any] = []
+    done: list[SelectionRow] = []
     if args.out:
-        from frost.diagnostics import SelectionRow
-
         args.out.mkdir(parents=True, exist_ok=True)
         rows_path = args.out / "rows.jsonl"
         if args.resume and rows_path.is_file():
-            done = [SelectionRow(**json.loads(line)) for line in rows_path.read_text().splitlines()]
+            done = read_rows(rows_path, default_tau=args.tau[0])
+            rows_path.write_text("".join(json.dumps(vars(row)) + "\n" for row in done))
         else:
             rows_path.write_text("")
 
@@ -345,12 +369,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         print(f"  prompt {rows[0].prompt + 1}/{len(instances)} done", file=sys.stderr, flush=True)
         if args.out:
             with (args.out / "rows.jsonl").open("a") as f:
-                for row in rows:
-                    f.write(json.dumps(vars(row)) + "\n")
+                f.write("".join(json.dumps(vars(row)) + "\n" for row in rows))
 
     rows = run_selection(
-        Judge(lm.model),
-        lm.model,
+        judge,
+        player,
         instances,
         rules=rules,
         K=args.K,
@@ -362,16 +385,13 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         done=done,
     )
     summary = summarize(rows)
-    table = markdown_table(summary, args.D, "lift")
-    hits = markdown_table(summary, args.D, "hit_rate")
-    text = (
-        f"Best-of-{args.K} lift over no replacement (nats, mean ± SE over {len(instances)} prompts, L={args.L}):\n\n"
-        f"{table}\n\nHit rate:\n\n{hits}\n"
-    )
+    text = report_text(summary, prompts=len(instances), move_length=args.L)
     print(text)
     if args.out:
         (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
         (args.out / "table.md").write_text(text)
+        for path in write_figures(summary, args.out):
+            print(f"written: {path}")
     return 0
 
 
@@ -404,10 +424,11 @@ def _diagnose_samples(args: argparse.Namespace) -> int:
 
     if args.prompts < 1 or args.samples < 1:
         raise ConfigError("--prompts and --samples must be >= 1")
-    for run in (args.run_a, args.run_b):
-        if not (run / "config.yaml").is_file():
-            raise ConfigError(f"{run} is not a run folder (no config.yaml)")
-    config = yaml.safe_load((args.run_a / "config.yaml").read_text()) or {}
+    from frost.samples import resolve_checkpoint
+
+    run_dir, _ = resolve_checkpoint(args.run_a)
+    resolve_checkpoint(args.run_b)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     _setup_torch(args)
     lm = _load(args)
     game_cfg = config.get("game", {})
@@ -461,29 +482,52 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from frost.bench import markdown, run_bench
+    from frost.bench import bench_training, default_arms, markdown, run_bench, training_markdown, write_section
+    from frost.frost import get_rule
 
-    for name in ("K", "L", "repeats"):
+    for name in ("repeats", "core_K", "D"):
         if getattr(args, name) < 1:
-            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.D < 1:
-        raise ConfigError(f"--D must be >= 1, got {args.D}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("K", "L", "B"):
+        if not getattr(args, name) or min(getattr(args, name)) < 1:
+            raise ConfigError(f"--{name} must be a list of integers >= 1, got {getattr(args, name)}")
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    if not rules:
+        raise ConfigError("--rules: give at least one Frost rule")
+    for r in rules:
+        get_rule(r)
     _setup_torch(args)
-    lm = _load(args)
-    result = run_bench(lm, out=args.out, json_path=args.json, K=args.K, L=args.L, D=args.D, repeats=args.repeats)
-    print(markdown(result))
-    if args.training:
-        from frost.bench import bench_training, training_markdown, write_section
+    result: dict[str, Any] = {"ratios": {}}
+    if args.only in ("all", "memory-plan"):
+        from frost.memplan import plan_markdown
 
-        training = bench_training(args.model, steps=args.training_steps)
-        write_section(args.out, "training", training_markdown(training))
-        print(training_markdown(training))
-        if args.json:
-            args.json.write_text(
-                json.dumps(
-                    {**result, "training": training, "ratios": {**result["ratios"], **training["ratios"]}}, indent=1
-                )
-            )
+        write_section(args.out, "memory-plan", plan_markdown())
+        print("memory plan for Qwen3-14B written")
+    if args.only in ("all", "core"):
+        lm = _load(args)
+        core = run_bench(lm, out=args.out, json_path=None, K=args.core_K, L=args.L[0], D=args.D, repeats=args.repeats)
+        print(markdown(core))
+        result["core"] = core
+        result["ratios"].update(core["ratios"])
+        del lm
+    if args.only in ("all", "steps"):
+        result["steps"] = []
+        sections = []
+        for k in args.K:
+            for length in args.L:
+                for b in args.B:
+                    steps = bench_training(
+                        args.model, K=k, L=length, batch_size=b, steps=args.repeats,
+                        arms=default_arms(k, rules, naive=not args.no_naive), device=args.device, dtype=args.dtype,
+                    )  # fmt: skip
+                    result["steps"].append(steps)
+                    sections.append(training_markdown(steps))
+                    print(sections[-1], flush=True)
+                    for name, value in steps["ratios"].items():
+                        result["ratios"].setdefault(name, value)
+        write_section(args.out, "training", "\n\n".join(sections))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
     print(f"\nwritten to {args.out}" + (f" and {args.json}" if args.json else ""))
     return 0
 

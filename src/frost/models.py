@@ -168,6 +168,9 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     dev = resolve_device(device)
+    if dev.type == "cuda":  # float32 matmuls (the Taylor grid, log-softmax) may use TF32 tensor cores
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     dt = resolve_dtype(dtype, dev)
     source = str(embedded_model_dir()) if name == EMBEDDED else name
     tokenizer = load_tokenizer(name)

@@ -108,6 +108,15 @@ def curves(runs: list[Run], key: str, *, x_axis: str = "step") -> dict[str, dict
     return out
 
 
+def method_colors(runs: list[Run]) -> dict[str, str]:
+    """One matplotlib colour per method, the same in every figure."""
+    return {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(r.method for r in runs))}
+
+
+def _seeds(n: float) -> str:
+    return f"{int(n)} seed" + ("s" if int(n) != 1 else "")
+
+
 def figure_grid(runs: list[Run], path: Path, *, x_axis: str = "step") -> None:
     """Figure 3: a 2x2 grid of validation metrics against step (or judge forwards), one colour per method."""
     import matplotlib
@@ -115,15 +124,15 @@ def figure_grid(runs: list[Run], path: Path, *, x_axis: str = "step") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colors = method_colors(runs)
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     for (key, title), ax in zip(PANELS, axes.flat, strict=True):
         for method, c in curves(runs, key, x_axis=x_axis).items():
             if not c["x"]:
                 continue
-            (line,) = ax.plot(
-                c["x"], c["mean"], marker="o", markersize=3, label=f"{method} ({int(c['seeds'][0])} seeds)"
-            )
-            ax.fill_between(c["x"], c["min"], c["max"], color=line.get_color(), alpha=0.15)
+            label = f"{method} ({_seeds(c['seeds'][0])})"
+            ax.plot(c["x"], c["mean"], marker="o", markersize=3, label=label, color=colors[method])
+            ax.fill_between(c["x"], c["min"], c["max"], color=colors[method], alpha=0.15)
         ax.set_title(title)
         ax.set_xlabel("judge forward sequences" if x_axis == "judge_forwards" else "training step")
         ax.set_ylabel("entropy (nats)" if "entropy" in key else "nats" if "var" not in key else "nats²")
@@ -142,12 +151,13 @@ def figure_by_length(runs: list[Run], path: Path, *, smooth: int = 1, x_axis: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colors = method_colors(runs)
     lengths = sorted({r.move_length for r in runs})
     fig, axes = plt.subplots(1, len(lengths), figsize=(5.5 * len(lengths), 4), squeeze=False)
     for length, ax in zip(lengths, axes[0], strict=True):
         for method, c in curves([r for r in runs if r.move_length == length], "val/best_of_8", x_axis=x_axis).items():
             if c["x"]:
-                ax.plot(c["x"], _smooth(c["mean"], smooth), label=method)
+                ax.plot(c["x"], _smooth(c["mean"], smooth), label=method, color=colors[method])
         ax.set_title(f"best-of-8, L={length}")
         ax.set_xlabel("judge forward sequences" if x_axis == "judge_forwards" else "training step")
         ax.set_ylabel("nats")

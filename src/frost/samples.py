@@ -42,9 +42,31 @@ class Group:
         return max(self.rewards)
 
 
-def _lora_config(run_dir: Path) -> Any:
+def resolve_checkpoint(path: Path) -> tuple[Path, Path]:
+    """(run folder, adapter file) of a run folder (its latest checkpoint) or of one checkpoint folder inside it."""
+    if (path / "adapter.safetensors").is_file():
+        run_dir = path.parent.parent
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{path}: a checkpoint must sit in RUN/checkpoints/ next to RUN/config.yaml")
+        return run_dir, path / "adapter.safetensors"
+    latest = path / "checkpoints" / "latest"
+    if not (path / "config.yaml").is_file() or not latest.is_file():
+        raise ConfigError(
+            f"{path} is neither a run folder with a checkpoint (checkpoints/latest) nor a checkpoint folder "
+            "(adapter.safetensors)"
+        )
+    return path, path / "checkpoints" / latest.read_text().strip() / "adapter.safetensors"
+
+
+def _label(path: Path) -> str:
+    run_dir, _ = resolve_checkpoint(path)
+    return run_dir.name if run_dir == path else f"{run_dir.name}/{path.name}"
+
+
+def _lora_config(path: Path) -> Any:
     from peft import LoraConfig
 
+    run_dir, _ = resolve_checkpoint(path)
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     lora = config.get("lora", {})
     return LoraConfig(
@@ -56,17 +78,15 @@ def _lora_config(run_dir: Path) -> Any:
     )
 
 
-def _adapter_state(run_dir: Path) -> dict[str, torch.Tensor]:
+def _adapter_state(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    latest = run_dir / "checkpoints" / "latest"
-    if not (run_dir / "config.yaml").is_file() or not latest.is_file():
-        raise ConfigError(f"diagnose samples: {run_dir} is not a run folder with a checkpoint (checkpoints/latest)")
-    return load_file(str(run_dir / "checkpoints" / latest.read_text().strip() / "adapter.safetensors"))
+    return load_file(str(resolve_checkpoint(path)[1]))
 
 
 def load_players(runs: list[Path], base: LoadedModel) -> Any:
-    """One PeftModel over the shared base weights with each run's latest adapter, named "run0", "run1", ..."""
+    """One PeftModel over the shared base weights with each run's adapter (a run folder's latest checkpoint, or a
+    checkpoint folder), named "run0", "run1", ..."""
     from peft import get_peft_model, set_peft_model_state_dict
 
     player = None
@@ -166,7 +186,7 @@ def diagnose_samples(
     """Both players (adapters on one copy of the base model, which is also the judge) on the same prompts:
     (JSON-ready results, Markdown)."""
     tokenizer = base.tokenizer
-    names = (run_a.name, run_b.name)
+    names = (_label(run_a), _label(run_b))
     player = load_players([run_a, run_b], base)
     judge = Judge(player, context=player.disable_adapter)
     player.set_adapter("run0")

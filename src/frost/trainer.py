@@ -29,7 +29,7 @@ import torch
 
 from frost.config import Config
 from frost.errors import ConfigError
-from frost.frost import frost_step
+from frost.frost import get_rule, replace, select_candidates
 from frost.games import GameInstance, InfillingGame
 from frost.grpo import grpo_loss
 from frost.judge import Judge
@@ -37,6 +37,20 @@ from frost.models import LoadedModel, causal_lm_logits, forbidden_token_mask, lo
 from frost.sampling import SampledMoves, cache_io, sample_moves, sampling_distribution
 
 CHECKPOINT_KEEP = 2
+PHASES = (
+    "time/sample_s",
+    "time/judge_s",
+    "time/judge_pass_s",
+    "time/select_s",
+    "time/children_s",
+    "time/loss_s",
+    "time/policy_s",
+    "time/reference_s",
+    "time/optim_s",
+)
+"""Per-step wall time by phase: sampling; judge_s = judge_pass (rewards, with the backward when the rule uses the
+gradient) + select (grid and top-D) + children (exact scoring, replacement); loss_s = policy (forward + backward of
+the loss) + reference (adapter off); optimizer."""
 
 
 def policy_distributions(
@@ -246,24 +260,29 @@ class Trainer:
     def _group(self, inst: GameInstance, phase: dict[str, float], counts: dict[str, int]) -> dict[str, Any]:
         """Sample, score, (Frost: propose and replace), and back-propagate the loss of one text's group."""
         t, cfg = self.config.train, self.config
-        t0 = time.perf_counter()
+        clock = self._clock
+        t0 = clock()
         sampled = self._sample(inst, t.K, self.generator)
         counts["player_fwd_seqs"] += t.K
-        t1 = time.perf_counter()
+        counts["tokens"] += len(inst.prompt_ids) + t.K * inst.move_length
+        t1 = clock()
         phase["time/sample_s"] += t1 - t0
+        judged = self.judge.forward_sequences
         out: dict[str, Any] = {}
         if t.algorithm == "frost":
-            record = frost_step(
-                self.judge,
-                inst,
-                sampled.moves,
-                sampled.logprobs,
-                rule=cfg.frost.rule,
-                budget=cfg.budget,
-                tau=cfg.frost.tau,
-                forbidden=self.forbidden,
+            # Algorithm 1 lines 3-7 (frost.frost_step), timed phase by phase
+            rule = get_rule(cfg.frost.rule)
+            taylor = self.judge.taylor(inst, sampled.moves, with_grad=rule.needs_gradient)
+            ta = clock()
+            candidates = select_candidates(
+                rule, taylor, sampled.logprobs, cfg.budget, tau=cfg.frost.tau, forbidden=self.forbidden,
                 generator=self.generator,
-            )
+            )  # fmt: skip
+            tb = clock()
+            record = replace(self.judge, inst, taylor.moves, taylor.rewards, candidates, rule=rule.name)
+            phase["time/judge_pass_s"] += ta - t1
+            phase["time/select_s"] += tb - ta
+            phase["time/children_s"] += clock() - tb
             moves, rewards = record.moves, record.rewards
             out.update(
                 parent_mean=float(record.parent_rewards.mean()),
@@ -274,24 +293,31 @@ class Trainer:
         else:
             moves = sampled.moves
             rewards = self.judge.rewards(inst, moves)
+            phase["time/judge_pass_s"] += clock() - t1
             out.update(parent_mean=float(rewards.mean()))
-        t2 = time.perf_counter()
+        t2 = clock()
         phase["time/judge_s"] += t2 - t1
+        counts["tokens"] += (self.judge.forward_sequences - judged) * inst.judge_length
         self.player.train()
         policy = policy_distributions(
             self.player, inst.prompt_ids, moves, temperature=t.temperature, forbidden=self.forbidden
         )
         self.player.eval()
+        t3 = clock()
         with torch.no_grad(), self.player.disable_adapter():
             reference = policy_distributions(
                 self.player, inst.prompt_ids, moves, temperature=t.temperature, forbidden=self.forbidden
             )
+        t4 = clock()
         terms = grpo_loss(policy, reference, moves, rewards, t.beta)
         (terms.loss / t.batch_size).backward()
         counts["player_fwd_seqs"] += 2 * t.K
         counts["player_bwd_seqs"] += t.K
-        counts["tokens"] += t.K * (len(inst.prompt_ids) + inst.move_length)
-        phase["time/loss_s"] += time.perf_counter() - t2
+        counts["tokens"] += 2 * (len(inst.prompt_ids) + t.K * inst.move_length)
+        t5 = clock()
+        phase["time/reference_s"] += t4 - t3
+        phase["time/policy_s"] += (t3 - t2) + (t5 - t4)
+        phase["time/loss_s"] += t5 - t2
         out.update(
             rewards=rewards.tolist(),
             loss=float(terms.loss.detach()),
@@ -300,21 +326,27 @@ class Trainer:
         )
         return out
 
+    def _clock(self) -> float:
+        """Wall time in seconds, after the device's queued work has finished (phase timings on GPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     def train_step(self) -> dict[str, Any]:
         """One optimizer step over B texts; returns its metrics."""
         t = self.config.train
-        start = time.perf_counter()
+        start = self._clock()
         fwd0, bwd0 = self.judge.forward_sequences, self.judge.backward_sequences
-        phase = {"time/sample_s": 0.0, "time/judge_s": 0.0, "time/loss_s": 0.0, "time/optim_s": 0.0}
+        phase = dict.fromkeys(PHASES, 0.0)
         counts = {"player_fwd_seqs": 0, "player_bwd_seqs": 0, "tokens": 0}
         groups = [self._group(self.train_set[i], phase, counts) for i in self.cursor.take(t.batch_size)]
-        t_opt = time.perf_counter()
+        t_opt = self._clock()
         params = [p for p in self.player.parameters() if p.requires_grad]
         max_norm = self.config.optim.max_grad_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        phase["time/optim_s"] = time.perf_counter() - t_opt
+        phase["time/optim_s"] = self._clock() - t_opt
         self.step += 1
         all_rewards = [r for g in groups for r in g["rewards"]]
         stds = [statistics.pstdev(g["rewards"]) for g in groups]
@@ -338,7 +370,7 @@ class Trainer:
             for key in ("hit_rate", "mean_lift", "frac_replaced"):
                 vals = [g[key] for g in groups if math.isfinite(g[key])]
                 metrics[f"frost/{key}"] = statistics.fmean(vals) if vals else float("nan")
-        metrics["time/step_s"] = time.perf_counter() - start
+        metrics["time/step_s"] = self._clock() - start
         metrics.update(phase)
         return metrics
 
