@@ -232,10 +232,11 @@ def test_diagnose_samples_tables_from_two_runs(tmp_path, embedded_tokenizer):
         Trainer(config, base=tiny_base(embedded_tokenizer)).run(progress=False)
     trainer_for_data = Trainer(tiny_config(tmp_path / "c", steps=0, val_every=0), base=tiny_base(embedded_tokenizer))
     prompts = trainer_for_data.validation
+    checkpoint_b = tmp_path / "b" / "checkpoints" / "step-0000001"  # a checkpoint folder works as well as a run
     result, markdown = diagnose_samples(
-        tmp_path / "a", tmp_path / "b", tiny_base(embedded_tokenizer), prompts, samples=3, examples=1
+        tmp_path / "a", checkpoint_b, tiny_base(embedded_tokenizer), prompts, samples=3, examples=1
     )
-    assert set(result["table1"]) == {"a", "b"}
+    assert set(result["table1"]) == {"a", "b/step-0000001"}
     row = result["table1"]["a"]
     assert row["mean_reward"] == pytest.approx(-(row["prefix_ce"] + row["text_ce"]), rel=1e-5)
     assert row["best_of_k"] >= row["mean_reward"]
@@ -257,3 +258,25 @@ def test_sigint_saves_a_checkpoint_and_stops(tmp_path, embedded_tokenizer):
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step-0000001"
     resumed = Trainer(tiny_config(tmp_path, steps=2, val_every=0), resume=True, base=tiny_base(embedded_tokenizer))
     assert resumed.run(progress=False) == 2
+
+
+def test_selection_from_a_checkpoint_plays_the_adapter_and_judges_with_the_base(tmp_path, embedded_tokenizer):
+    from conftest import make_instance
+    from frost.diagnostics import run_selection
+    from frost.judge import Judge
+    from frost.samples import load_players, resolve_checkpoint
+
+    Trainer(tiny_config(tmp_path / "a", steps=1, val_every=0), base=tiny_base(embedded_tokenizer)).run(progress=False)
+    with pytest.raises(ConfigError, match="checkpoint"):
+        resolve_checkpoint(tmp_path / "nowhere")
+    player = load_players([tmp_path / "a"], tiny_base(embedded_tokenizer))
+    judge = Judge(player, context=player.disable_adapter)
+    plain = tiny_base(embedded_tokenizer).model
+    inst = make_instance(move_length=3)
+    moves = torch.randint(3, 90, (4, 3))
+    assert torch.allclose(judge.rewards(inst, moves), Judge(plain).rewards(inst, moves), atol=1e-5)
+    ids = torch.tensor([inst.prompt_ids])
+    with torch.no_grad():
+        assert not torch.allclose(player(input_ids=ids).logits, plain(input_ids=ids).logits, atol=1e-6)
+    rows = run_selection(judge, player, [inst], rules=["topprob", "judge-gated"], K=2, budgets=[1, 2], tau=1e-3)
+    assert len(rows) == 4 and all(r.best_after >= r.best_before for r in rows)
