@@ -8,7 +8,7 @@ STAMP := $(VENV)/.frost-installed
 # CPU wheel of torch, installed first and alone: a bare `torch` would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: .venv demo test lint typecheck pytest bench clean
+.PHONY: .venv demo test lint typecheck pytest browser bench clean
 
 .venv: $(STAMP)
 
@@ -29,7 +29,11 @@ lint: .venv
 typecheck: .venv
 	$(BIN)/mypy src/
 
-pytest: .venv
+# the HTML report's browser test needs Chromium: install Debian's package when no browser is on PATH
+browser:
+	scripts/ensure-browser.sh
+
+pytest: .venv browser
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
