@@ -103,19 +103,23 @@ def figure_budget(
 
 
 def figure_group_size(summary: Sequence[dict[str, Any]], d: int, tau: float | None, out: Path) -> Path:
-    """Figure 2: best-of-K after replacement against K at fixed D, with the no-replacement baseline per K."""
+    """Figure 2: best-of-K after replacement against K at fixed D, with the no-replacement baseline per K; a second
+    panel shows the lift over that baseline with its paired standard error."""
     plt = _pyplot()
     keep = lambda e: e["D"] == d and e["tau"] in (None, tau)  # noqa: E731
     series = _series(summary, keep, "K")
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for (rule, _), entries in series.items():
-        _line(ax, [e["K"] for e in entries], entries, "best_after", color=_color(rule), label=rule)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     base = sorted({e["K"]: e for e in summary}.values(), key=lambda e: e["K"])
-    ax.plot([e["K"] for e in base], [e["best_before"] for e in base], "--", color="0.4", label="no replacement")
-    _log2_axis(ax, [e["K"] for e in base], "group size K")
-    ax.set_ylabel(METRIC_LABELS["best_after"])
-    ax.grid(alpha=0.3)
-    return _finish(plt, fig, ax, f"Best-of-K against K at D={d} ({_prompts(series)} prompts, ±1 SE)", out)
+    for ax, metric in zip(axes, ("best_after", "lift"), strict=True):
+        for (rule, _), entries in series.items():
+            _line(ax, [e["K"] for e in entries], entries, metric, color=_color(rule), label=rule)
+        if metric == "best_after":
+            xs, ys = [e["K"] for e in base], [e["best_before"] for e in base]
+            ax.plot(xs, ys, "--", color="0.4", label="no replacement")
+        _log2_axis(ax, [e["K"] for e in base], "group size K")
+        ax.set_ylabel(METRIC_LABELS[metric])
+        ax.grid(alpha=0.3)
+    return _finish(plt, fig, axes[0], f"Best-of-K against K at D={d} ({_prompts(series)} prompts, ±1 SE)", out)
 
 
 def figure_gate(summary: Sequence[dict[str, Any]], k: int, rule: str, out: Path) -> Path:
@@ -150,6 +154,7 @@ def write_figures(summary: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     figure sweeps it."""
     if not summary:
         return []
+    out.mkdir(parents=True, exist_ok=True)
     ks = sorted({e["K"] for e in summary})
     ds = sorted({e["D"] for e in summary})
     taus = sorted({e["tau"] for e in summary if e["tau"] is not None}, reverse=True)
