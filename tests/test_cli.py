@@ -27,6 +27,7 @@ PAIR = ["--begin", "Once upon a time", "--end", " there was a cat."]
         (["diagnose", "selection", "--D", "1,a"], "--D"),
         (["diagnose", "selection", "--rules", "taylor,nope"], "frost.rule"),
         (["diagnose", "selection", "--tau", "1e-4,2"], "tau"),
+        (["diagnose", "selection", "--rank-by", "gain"], "rank_by"),
         (["diagnose", "selection", "--K", "4,x"], "--K"),
         (["diagnose", "selection", "--K", "0"], "--K"),
         (["diagnose", "samples", "nowhere-a", "nowhere-b"], "nowhere-a"),

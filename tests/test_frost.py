@@ -27,8 +27,9 @@ def pool(tiny_model, instance):
     return judge, taylor, prior
 
 
-def brute_force_scores(rule: str, taylor, prior, tau: float) -> torch.Tensor:
-    """Full [K, L, V] ranking score of a rule, with inadmissible entries at -inf, computed naively."""
+def brute_force_scores(rule: str, taylor, prior, tau: float, rank_by: str = "reward") -> torch.Tensor:
+    """Full [K, L, V] ranking score of a rule, with inadmissible entries at -inf, computed naively: rules that
+    estimate rewards rank by a(k, j, v) = R(y_k) + the estimated change (Algorithm 1), or by the change alone."""
     k, length, vocab = taylor.shape
     emb = taylor.embedding
     score = torch.zeros(k, length, vocab)
@@ -46,6 +47,8 @@ def brute_force_scores(rule: str, taylor, prior, tau: float) -> torch.Tensor:
                 s += o_term
             if "P" in spec.signals:
                 s += p_term
+            if rank_by == "reward" and spec.signals and "P" not in spec.signals:
+                s += taylor.rewards[kk]
             s[y] = -math.inf
             s[FORBIDDEN] = -math.inf
             if spec.gated:
@@ -57,14 +60,17 @@ def brute_force_scores(rule: str, taylor, prior, tau: float) -> torch.Tensor:
 @pytest.mark.parametrize("rule", [r for r in RULES if r != "random"])
 @pytest.mark.parametrize("budget", [1, 7, 40])
 @pytest.mark.parametrize("gate_path", ["dense", "sparse"])
-def test_top_d_equals_brute_force_sort(pool, rule, budget, gate_path, monkeypatch):
+@pytest.mark.parametrize("rank_by", ["reward", "lift"])
+def test_top_d_equals_brute_force_sort(pool, rule, budget, gate_path, rank_by, monkeypatch):
     """Both ways of applying the gate (mask the dense grid, or score only the admitted entries) rank like a sort."""
     _, taylor, prior = pool
     tau = 0.02
     monkeypatch.setattr(frost_module, "SPARSE_GATE_FRACTION", 1.0)
     sparse = gate_path == "sparse"
-    cands = select_candidates(rule, taylor, prior, budget, tau=tau, forbidden=FORBIDDEN, sparse_gate=sparse)
-    full = brute_force_scores(rule, taylor, prior, tau).view(-1)
+    cands = select_candidates(
+        rule, taylor, prior, budget, tau=tau, forbidden=FORBIDDEN, sparse_gate=sparse, rank_by=rank_by
+    )
+    full = brute_force_scores(rule, taylor, prior, tau, rank_by).view(-1)
     expected = torch.sort(full[torch.isfinite(full)], descending=True).values[:budget]
     assert len(cands) == len(expected)
     assert torch.allclose(cands.score, expected, atol=1e-4)
@@ -117,12 +123,19 @@ def test_chunked_selection_equals_unchunked(pool, rule, fraction, monkeypatch):
         assert torch.equal(a.children(taylor.moves), b.children(taylor.moves))
 
 
-def test_approx_is_the_taylor_estimate(pool):
+@pytest.mark.parametrize("rank_by", ["reward", "lift"])
+def test_approx_is_the_taylor_estimate(pool, rank_by):
     _, taylor, prior = pool
     for rule, mode in (("taylor", "first-order"), ("full", "full")):
-        cands = select_candidates(rule, taylor, prior, 10, forbidden=FORBIDDEN)
+        cands = select_candidates(rule, taylor, prior, 10, forbidden=FORBIDDEN, rank_by=rank_by)
         grid = taylor.approx(mode)
         assert torch.allclose(cands.approx, grid[cands.parent, cands.position, cands.token], atol=1e-4)
+    # the paper's ranking takes the D largest a(k, j, v) of the whole grid
+    top = select_candidates("taylor", taylor, prior, 10, forbidden=FORBIDDEN, rank_by="reward")
+    grid = taylor.approx("first-order").clone()
+    grid.scatter_(-1, taylor.moves[..., None], -math.inf)
+    grid[..., FORBIDDEN] = -math.inf
+    assert torch.allclose(top.approx, torch.sort(grid.view(-1), descending=True).values[:10], atol=1e-4)
     assert torch.isnan(select_candidates("topprob", taylor, prior, 5).approx).all()
 
 

@@ -166,6 +166,7 @@ def test_copy_detection():
         ("game:\n  move_length: 0\n", "game.move_length"),
         ("model:\n  name: ''\n", "model.name"),
         ("frost:\n  rule: best\n", "frost.rule"),
+        ("frost:\n  rank_by: gain\n", "frost.rank_by"),
         ("train:\n  algorithm: ppo\n", "train.algorithm"),
         ("train:\n  K: eight\n", "train.K"),
     ],

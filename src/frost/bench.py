@@ -327,7 +327,14 @@ def naive_group(trainer: Any, inst: GameInstance, phase: dict[str, float], count
     )
     ta = clock()
     candidates = select_candidates(
-        rule, taylor, gate, cfg.budget, tau=cfg.frost.tau, forbidden=trainer.forbidden, generator=trainer.generator
+        rule,
+        taylor,
+        gate,
+        cfg.budget,
+        tau=cfg.frost.tau,
+        forbidden=trainer.forbidden,
+        generator=trainer.generator,
+        rank_by=cfg.frost.rank_by,
     )
     tb = clock()
     children = candidates.children(taylor.moves)

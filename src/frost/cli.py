@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--L", type=int, default=8, help="move length")
     d.add_argument("--rules", default="all", help="comma-separated rules, or 'all'")
     d.add_argument("--tau", type=_float_list, default=[1e-4], help="probability gate; a comma-separated list sweeps it")
+    d.add_argument(
+        "--rank-by", default="reward", help="reward (the paper: R(y_k) + estimated change) or lift (the change alone)"
+    )
     d.add_argument("--checkpoint", type=Path, help="player: a run folder or checkpoint (default: the base model)")
     d.add_argument("--seed", type=int, default=0, help="random seed")
     d.add_argument("--out", type=Path, help="folder for rows.jsonl, summary.json, table.md and figures")
@@ -320,7 +323,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         return _diagnose_samples(args)
     from frost.data import read_documents
     from frost.diagnostics import SelectionRow, read_rows, report_text, run_selection, summarize
-    from frost.frost import RULES, check_tau, get_rule
+    from frost.frost import RULES, check_rank_by, check_tau, get_rule
     from frost.games import InfillingGame
     from frost.judge import Judge
     from frost.models import forbidden_token_mask
@@ -329,6 +332,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     rules = list(RULES) if args.rules == "all" else [r.strip() for r in args.rules.split(",") if r.strip()]
     for r in rules:
         get_rule(r)
+    check_rank_by(args.rank_by)
     if not args.tau:
         raise ConfigError("--tau: give at least one gate, e.g. --tau 1e-4")
     for t in args.tau:
@@ -383,6 +387,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         forbidden=forbidden,
         on_rows=on_rows,
         done=done,
+        rank_by=args.rank_by,
     )
     summary = summarize(rows)
     text = report_text(summary, prompts=len(instances), move_length=args.L)

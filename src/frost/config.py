@@ -68,6 +68,9 @@ class FrostConfig:
     """Candidates scored exactly per text and step; null means D = K (the paper)."""
     tau: float = 1e-4
     """Probability gate of the gated rules, in (0, 1)."""
+    rank_by: str = "reward"
+    """Ranking of rules that estimate rewards: `reward` = the child's estimated reward a(k, j, v) = R(y_k) + change
+    (the paper's Algorithm 1), `lift` = the estimated change alone."""
 
 
 @dataclass
@@ -128,7 +131,7 @@ class Config:
 
     def validate(self) -> Config:
         """Check every field; raise ConfigError naming the first bad one."""
-        from frost.frost import check_tau, get_rule
+        from frost.frost import check_rank_by, check_tau, get_rule
 
         t, g, o, lo = self.train, self.game, self.optim, self.lora
         if t.algorithm not in ALGORITHMS:
@@ -149,6 +152,7 @@ class Config:
         _at_least("game.gap_tokens", g.gap_tokens, 0)
         get_rule(self.frost.rule)
         check_tau(self.frost.tau)
+        check_rank_by(self.frost.rank_by)
         if self.frost.D is not None:
             _at_least("frost.D", self.frost.D, 0)
         if not o.lr > 0:

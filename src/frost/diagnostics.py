@@ -67,6 +67,7 @@ def selection_rows(
     temperature: float = 1.0,
     forbidden: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    rank_by: str = "reward",
 ) -> list[SelectionRow]:
     """Run the §3.3 protocol on one prompt and return a row per (rule, K, tau, D).
 
@@ -97,7 +98,7 @@ def selection_rows(
             for t in taus if get_rule(r).gated else [None]:
                 cands = select_candidates(
                     r, taylor, logprobs, d_max, tau=t if t is not None else taus[0], forbidden=forbidden,
-                    generator=generator,
+                    generator=generator, rank_by=rank_by,
                 )  # fmt: skip
                 picks.append((r, k, t, cands, taylor))
     # exact scores of the union of all picks, each distinct child scored once
@@ -142,6 +143,7 @@ def run_selection(
     forbidden: torch.Tensor | None = None,
     on_rows: Callable[[list[SelectionRow]], None] | None = None,
     done: Sequence[SelectionRow] = (),
+    rank_by: str = "reward",
 ) -> list[SelectionRow]:
     """The selection experiment over prompts; `on_rows` receives each prompt's rows as soon as they exist.
 
@@ -167,6 +169,7 @@ def run_selection(
             tau=tau,
             forbidden=forbidden,
             generator=gen,
+            rank_by=rank_by,
         )
         rows += new
         if on_rows is not None:

@@ -68,6 +68,18 @@ def get_rule(name: str) -> Rule:
     return RULES[name]
 
 
+RANK_BY = ("reward", "lift")
+"""How rules that estimate rewards rank candidates: by the estimated reward of the child, a(k, j, v) = R(y_k) + the
+rule's estimated change (Algorithm 1, line 5: the paper), or by the estimated change alone (favours weak parents)."""
+
+
+def check_rank_by(rank_by: str) -> str:
+    """Validate the ranking target."""
+    if rank_by not in RANK_BY:
+        raise ConfigError(f"frost.rank_by must be one of {', '.join(RANK_BY)}; got {rank_by!r}")
+    return rank_by
+
+
 def check_tau(tau: float) -> float:
     """Validate the probability gate threshold."""
     if not 0.0 < tau < 1.0:
@@ -85,7 +97,8 @@ class Candidates:
     score: torch.Tensor
     """The rule's ranking score of each candidate (descending)."""
     approx: torch.Tensor
-    """R(parent) + score when the rule estimates rewards (T and/or O), else NaN."""
+    """The estimated reward of the child, R(parent) + the estimated change, when the rule estimates rewards (T
+    and/or O), else NaN."""
 
     def __len__(self) -> int:
         return int(self.parent.numel())
@@ -185,8 +198,12 @@ def select_candidates(
     generator: torch.Generator | None = None,
     max_chunk_bytes: int = 256 * 2**20,
     sparse_gate: bool = True,
+    rank_by: str = "reward",
 ) -> Candidates:
     """The global top-`budget` (D) single-token mutations under `rule`.
+
+    Rules that estimate rewards (T and/or O) rank by the estimated reward of the child, a(k, j, v) = R(y_k) + the
+    estimated change (`rank_by="reward"`, Algorithm 1), or by the estimated change alone (`rank_by="lift"`).
 
     The [K*L, V] score grid is built in chunks of (k, j) rows so that it never holds more than `max_chunk_bytes`
     of scores at once; the result is the same as ranking the whole grid. Fewer than D candidates come back only when
@@ -194,6 +211,7 @@ def select_candidates(
     admitted entries are scored: T from their embedding rows instead of the full [R, H] x [H, V] matmul.
     """
     rule = get_rule(rule) if isinstance(rule, str) else rule
+    check_rank_by(rank_by)
     if budget < 0:
         raise ConfigError(f"frost.D must be >= 0, got {budget}")
     if rule.gated:
@@ -203,6 +221,8 @@ def select_candidates(
     if ("P" in rule.signals or rule.gated) and player_logprobs is None:
         raise ConfigError(f"rule {rule.name!r} needs the player's distributions (player_logprobs)")
     flat_moves = taylor.moves.reshape(-1, 1)
+    add_reward = rule.estimates_reward and rank_by == "reward"
+    row_rewards = taylor.rewards.float().repeat_interleave(length)  # R(y_k) of each flattened (k, j) row
     flat_player = player_logprobs.reshape(k * length, vocab) if player_logprobs is not None else None
     log_tau = math.log(tau)
     neg_inf = float("-inf")
@@ -222,6 +242,8 @@ def select_candidates(
                 # the gate keeps few entries (~0.6% on the embedded model): score only those
                 row_in_chunk, token = admitted.nonzero(as_tuple=True)
                 sparse = _rule_scores_sparse(rule, taylor, flat_player, rows, row_in_chunk, token)
+                if add_reward:
+                    sparse += row_rewards[rows][row_in_chunk]
                 values, pos = _top_admissible(sparse, budget)
                 flat_index = (row_in_chunk[pos] + rows.start) * vocab + token[pos]
                 merged_scores = torch.cat([best_scores, values])
@@ -231,6 +253,8 @@ def select_candidates(
                 best_scores, best_index = values, merged_index[by_index][pos]
                 continue
         scores = _rule_scores(rule, taylor, flat_player, rows, generator)
+        if add_reward:
+            scores.add_(row_rewards[rows].view(-1, 1))
         # inadmissible entries go to -inf in place: the parent's own token, forbidden tokens, the gate
         scores.scatter_(1, tokens, neg_inf)
         if forbidden is not None:
@@ -250,7 +274,9 @@ def select_candidates(
         best_scores, best_index = values, merged_index[by_index][pos]
     row, token = best_index // vocab, best_index % vocab
     parent, position = row // length, row % length
-    if rule.estimates_reward:
+    if add_reward:
+        approx = best_scores.clone()
+    elif rule.estimates_reward:
         approx = taylor.rewards[parent] + best_scores
     else:
         approx = torch.full_like(best_scores, float("nan"))
@@ -393,12 +419,13 @@ def frost_step(
     tau: float = 1e-4,
     forbidden: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    rank_by: str = "reward",
 ) -> FrostRecord:
     """Algorithm 1 lines 3-7 for one prompt: one judge pass (backward only when the rule uses the gradient),
     selection of D candidates, exact scoring, strict-improvement replacement."""
     spec = get_rule(rule)
     taylor = judge.taylor(inst, parents, with_grad=spec.needs_gradient)
     candidates = select_candidates(
-        spec, taylor, player_logprobs, budget, tau=tau, forbidden=forbidden, generator=generator
+        spec, taylor, player_logprobs, budget, tau=tau, forbidden=forbidden, generator=generator, rank_by=rank_by
     )
     return replace(judge, inst, taylor.moves, taylor.rewards, candidates, rule=spec.name)

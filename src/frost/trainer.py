@@ -276,7 +276,7 @@ class Trainer:
             ta = clock()
             candidates = select_candidates(
                 rule, taylor, sampled.logprobs, cfg.budget, tau=cfg.frost.tau, forbidden=self.forbidden,
-                generator=self.generator,
+                generator=self.generator, rank_by=cfg.frost.rank_by,
             )  # fmt: skip
             tb = clock()
             record = replace(self.judge, inst, taylor.moves, taylor.rewards, candidates, rule=rule.name)
