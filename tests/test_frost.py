@@ -221,3 +221,29 @@ def test_bad_rule_and_tau_are_clear_errors(pool):
             select_candidates("taylor-gated", taylor, prior, 3, tau=tau)
     with pytest.raises(ConfigError, match=r"frost\.D"):
         select_candidates("taylor", taylor, prior, -1)
+
+
+@pytest.mark.parametrize("rule", ["taylor", "taylor-gated", "full-gated"])
+def test_bounded_memory_top_d_at_qwen3_vocabulary(rule):
+    """Qwen3's |V| = 151,936 at K=16, L=12: the dense grid would be 117 MB of float32; chunks of at most 8 MiB of
+    scores give the same candidates."""
+    from frost.judge import TaylorResult
+
+    k, length, vocab, hidden = 16, 12, 151_936, 8
+    g = torch.Generator().manual_seed(0)
+    moves = torch.randint(0, vocab, (k, length), generator=g)
+    taylor = TaylorResult(
+        moves=moves,
+        rewards=torch.randn(k, generator=g) * 5,
+        token_logprobs=torch.zeros(k, length),
+        grad=torch.randn(k, length, hidden, generator=g),
+        judge_logprobs=torch.log_softmax(torch.randn(k, length, vocab, generator=g), -1),
+        embedding=torch.randn(vocab, hidden, generator=g),
+        move_scored=True,
+    )
+    prior = torch.log_softmax(torch.randn(k, length, vocab, generator=g) * 4, -1)
+    whole = select_candidates(rule, taylor, prior, 32, tau=1e-3, max_chunk_bytes=2**40)
+    chunked = select_candidates(rule, taylor, prior, 32, tau=1e-3, max_chunk_bytes=8 * 2**20)
+    assert len(whole) == 32
+    assert torch.equal(whole.children(moves), chunked.children(moves))
+    assert torch.allclose(whole.score, chunked.score)
