@@ -292,7 +292,7 @@ def naive_group(trainer: Any, inst: GameInstance, phase: dict[str, float], count
     from frost.trainer import policy_distributions
 
     t, cfg = trainer.config.train, trainer.config
-    clock, model, judge = trainer._clock, trainer.player, trainer.judge
+    clock, model, judge = trainer.clock, trainer.player, trainer.judge
     t0 = clock()
     prompt = torch.tensor([inst.prompt_ids], device=trainer.device)
     forbidden_ids = trainer.forbidden.nonzero().flatten().tolist()
@@ -373,22 +373,22 @@ def naive_step(trainer: Any) -> dict[str, Any]:
     from frost.trainer import PHASES
 
     t = trainer.config.train
-    start = trainer._clock()
+    start = trainer.clock()
     fwd0, bwd0 = trainer.judge.forward_sequences, trainer.judge.backward_sequences
     phase = dict.fromkeys(PHASES, 0.0)
     counts = {"tokens": 0}
     for i in trainer.cursor.take(t.batch_size):
         naive_group(trainer, trainer.train_set[i], phase, counts)
-    t_opt = trainer._clock()
+    t_opt = trainer.clock()
     trainer.optimizer.step()
     trainer.optimizer.zero_grad(set_to_none=True)
-    phase["time/optim_s"] = trainer._clock() - t_opt
+    phase["time/optim_s"] = trainer.clock() - t_opt
     return {
         **phase,
         **counts,
         "judge_fwd_seqs": trainer.judge.forward_sequences - fwd0,
         "judge_bwd_seqs": trainer.judge.backward_sequences - bwd0,
-        "time/step_s": trainer._clock() - start,
+        "time/step_s": trainer.clock() - start,
     }
 
 
@@ -423,7 +423,6 @@ def bench_training(
     import tempfile
 
     from frost.config import config_from_dict
-    from frost.memplan import ModelShape
     from frost.models import load_model
     from frost.trainer import PHASES, Trainer
 

@@ -260,7 +260,7 @@ class Trainer:
     def _group(self, inst: GameInstance, phase: dict[str, float], counts: dict[str, int]) -> dict[str, Any]:
         """Sample, score, (Frost: propose and replace), and back-propagate the loss of one text's group."""
         t, cfg = self.config.train, self.config
-        clock = self._clock
+        clock = self.clock
         t0 = clock()
         sampled = self._sample(inst, t.K, self.generator)
         counts["player_fwd_seqs"] += t.K
@@ -326,7 +326,7 @@ class Trainer:
         )
         return out
 
-    def _clock(self) -> float:
+    def clock(self) -> float:
         """Wall time in seconds, after the device's queued work has finished (phase timings on GPU)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -335,18 +335,18 @@ class Trainer:
     def train_step(self) -> dict[str, Any]:
         """One optimizer step over B texts; returns its metrics."""
         t = self.config.train
-        start = self._clock()
+        start = self.clock()
         fwd0, bwd0 = self.judge.forward_sequences, self.judge.backward_sequences
         phase = dict.fromkeys(PHASES, 0.0)
         counts = {"player_fwd_seqs": 0, "player_bwd_seqs": 0, "tokens": 0}
         groups = [self._group(self.train_set[i], phase, counts) for i in self.cursor.take(t.batch_size)]
-        t_opt = self._clock()
+        t_opt = self.clock()
         params = [p for p in self.player.parameters() if p.requires_grad]
         max_norm = self.config.optim.max_grad_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        phase["time/optim_s"] = self._clock() - t_opt
+        phase["time/optim_s"] = self.clock() - t_opt
         self.step += 1
         all_rewards = [r for g in groups for r in g["rewards"]]
         stds = [statistics.pstdev(g["rewards"]) for g in groups]
@@ -370,7 +370,7 @@ class Trainer:
             for key in ("hit_rate", "mean_lift", "frac_replaced"):
                 vals = [g[key] for g in groups if math.isfinite(g[key])]
                 metrics[f"frost/{key}"] = statistics.fmean(vals) if vals else float("nan")
-        metrics["time/step_s"] = self._clock() - start
+        metrics["time/step_s"] = self.clock() - start
         metrics.update(phase)
         return metrics
 
