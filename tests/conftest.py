@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import types
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -91,3 +91,45 @@ def embedded_tokenizer() -> Any:
     from frost.models import load_tokenizer
 
     return load_tokenizer("embedded")
+
+
+class TinyCharTokenizer:
+    """A character tokenizer whose ids fit the tiny model's vocabulary: 0 `<|endoftext|>`, 1 `<|im_start|>`,
+    2 `<|im_end|>` (EOS), then one id per character. No chat template, no BOS on plain text."""
+
+    CHARS = "\n !\"',.:?-" + "abcdefghijklmnopqrstuvwxyz" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "0123456789"
+    chat_template = None
+    bos_token_id = 1
+    eos_token_id = 2
+    pad_token_id = 2
+    all_special_ids: ClassVar[list[int]] = [0, 1, 2]
+    added_tokens_decoder: ClassVar[dict[int, Any]] = {}
+
+    def __init__(self) -> None:
+        self.ids = {c: i + 3 for i, c in enumerate(self.CHARS)}
+        self.chars = {i: c for c, i in self.ids.items()} | {0: "<|endoftext|>", 1: "<|im_start|>", 2: "<|im_end|>"}
+
+    def __len__(self) -> int:
+        return TINY_VOCAB
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        return {"input_ids": [self.ids[c] for c in text if c in self.ids]}
+
+    def decode(self, ids: Any) -> str:
+        return "".join(self.chars.get(int(i), "") for i in ids)
+
+    def get_vocab(self) -> dict[str, int]:
+        return {v: k for k, v in self.chars.items()}
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer() -> TinyCharTokenizer:
+    return TinyCharTokenizer()
+
+
+def plain_reward(model: Any, ids: list[int], scored: list[int], sign: int = 1) -> float:
+    """An independent reward: one plain forward over hand-built ids, summing log P(ids[i] | ids[<i]) at `scored`."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+    lps = torch.log_softmax(logits, -1)
+    return sign * float(sum(lps[i - 1, ids[i]] for i in scored))

@@ -26,10 +26,12 @@ MOVE = " there lived a curious kiwi named Kiki"
 def test_score_json_agrees_with_an_independent_implementation(embedded, capsys):
     assert main(["score", "--begin", BEGIN, "--end", END, "--move", MOVE, "--top", "10", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"reward", "mode", "begin_ids", "move_ids", "end_ids", "token_logprobs", "edits"}
+    assert set(out) == {"reward", "mode", "sign", "judge_ids", "move_ids", "tokens", "edits"}
     model, tok = embedded.model, embedded.tokenizer
-    x, y, z = out["begin_ids"], out["move_ids"], out["end_ids"]
-    assert x == encode_plain(tok, BEGIN) and y == encode_plain(tok, MOVE) and z == encode_plain(tok, END)
+    # the judge reads <|endoftext|> (the document-start token), x, y, z; y and z are scored
+    x = [0, *encode_plain(tok, BEGIN)]
+    y, z = encode_plain(tok, MOVE), encode_plain(tok, END)
+    assert out["judge_ids"] == x + y + z and out["move_ids"] == y
 
     # independent R: one plain forward over the ids, gather, sum
     ids = torch.tensor(x + y + z)
@@ -40,7 +42,8 @@ def test_score_json_agrees_with_an_independent_implementation(embedded, capsys):
     token_lps = torch.stack([logp[t - 1, ids[t]] for t in targets])
     reward = token_lps.sum()
     assert out["reward"] == pytest.approx(reward.item(), abs=0.02)
-    assert out["token_logprobs"] == pytest.approx(token_lps.tolist(), abs=0.01)
+    assert [t["logprob"] for t in out["tokens"]] == pytest.approx(token_lps.tolist(), abs=0.01)
+    assert [t["position"] for t in out["tokens"]] == list(targets)
 
     # independent first-order Taylor scores from the gradient with respect to one-hot inputs (Eq. 1)
     (grad,) = torch.autograd.grad(reward, one_hot)

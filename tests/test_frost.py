@@ -227,15 +227,20 @@ def test_bad_rule_and_tau_are_clear_errors(pool):
 def test_bounded_memory_top_d_at_qwen3_vocabulary(rule):
     """Qwen3's |V| = 151,936 at K=16, L=12: the dense grid would be 117 MB of float32; chunks of at most 8 MiB of
     scores give the same candidates."""
-    from frost.judge import TaylorResult
+    from frost.judge import JudgeScores, TaylorResult
 
     k, length, vocab, hidden = 16, 12, 151_936, 8
     g = torch.Generator().manual_seed(0)
     moves = torch.randint(0, vocab, (k, length), generator=g)
     taylor = TaylorResult(
         moves=moves,
-        rewards=torch.randn(k, generator=g) * 5,
-        token_logprobs=torch.zeros(k, length),
+        scores=JudgeScores(
+            (torch.randn(k, generator=g) * 5).view(k, 1),
+            torch.ones(k, 1, dtype=torch.bool),
+            torch.zeros(k, 1, dtype=torch.bool),
+            1,
+        ),
+        valid=torch.ones(k, length, dtype=torch.bool),
         grad=torch.randn(k, length, hidden, generator=g),
         judge_logprobs=torch.log_softmax(torch.randn(k, length, vocab, generator=g), -1),
         embedding=torch.randn(vocab, hidden, generator=g),

@@ -120,8 +120,8 @@ def test_full_mode_adds_the_exact_position_term(tiny_model, instance):
     for k, j, v in [(0, 0, 5), (1, 2, 40), (1, 3, 96)]:
         child = moves[k].clone()
         child[j] = v
-        lp_child = judge.token_logprobs(instance, child.view(1, -1))[0, j]
-        lp_parent = judge.token_logprobs(instance, moves[k].view(1, -1))[0, j]
+        lp_child = judge.score(instance, child.view(1, -1)).logprobs[0, j]
+        lp_parent = judge.score(instance, moves[k].view(1, -1)).logprobs[0, j]
         assert diff[k, j, v].item() == pytest.approx((lp_child - lp_parent).item(), abs=1e-4)
 
 

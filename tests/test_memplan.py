@@ -129,7 +129,7 @@ def test_judge_saved_activations_match_autograd(tiny_lora):
 def test_player_saved_activations_match_autograd(tiny_lora):
     """The trainer's loss pass (shared prompt + cached moves, LoRA grads, reference pass, GRPO loss)."""
     from frost.grpo import grpo_loss
-    from frost.trainer import policy_distributions
+    from frost.sampling import policy_distributions
 
     _, lora = tiny_lora
     shape = ModelShape(**TINY)

@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-import frost.trainer as trainer_module
 from conftest import make_tiny_llama
 from frost.cli import main
 from frost.config import config_from_dict
 from frost.errors import ConfigError
+from frost.games import copies_text as copies_beginning
 from frost.models import LoadedModel
-from frost.trainer import Trainer, copies_beginning
+from frost.trainer import Trainer
 
 
 def tiny_base(tokenizer) -> LoadedModel:
@@ -56,19 +56,21 @@ def read_metrics(run_dir):
 
 def test_frost_step_feeds_the_post_replacement_group_to_the_loss(tmp_path, embedded_tokenizer, monkeypatch):
     seen = {"records": [], "loss_inputs": []}
-    real_step, real_loss = trainer_module.replace, trainer_module.grpo_loss
+    import frost.step as step_module
+
+    real_step, real_loss = step_module.frost_step, step_module.grpo_loss
 
     def spy_step(*args, **kwargs):
         record = real_step(*args, **kwargs)
         seen["records"].append(record)
         return record
 
-    def spy_loss(policy, reference, moves, rewards, beta):
+    def spy_loss(policy, reference, moves, rewards, beta, mask=None):
         seen["loss_inputs"].append((moves.clone(), rewards.clone()))
-        return real_loss(policy, reference, moves, rewards, beta)
+        return real_loss(policy, reference, moves, rewards, beta, mask=mask)
 
-    monkeypatch.setattr(trainer_module, "replace", spy_step)
-    monkeypatch.setattr(trainer_module, "grpo_loss", spy_loss)
+    monkeypatch.setattr(step_module, "frost_step", spy_step)
+    monkeypatch.setattr(step_module, "grpo_loss", spy_loss)
     trainer = Trainer(tiny_config(tmp_path, steps=2, val_every=0), base=tiny_base(embedded_tokenizer))
     trainer.run(progress=False)
     assert len(seen["records"]) == len(seen["loss_inputs"]) == 4
@@ -199,7 +201,7 @@ def test_shared_prompt_loss_equals_k_full_sequences_in_value_and_gradient(length
     from peft import LoraConfig, get_peft_model
 
     from frost.grpo import grpo_loss
-    from frost.trainer import policy_distributions
+    from frost.sampling import policy_distributions
 
     torch.manual_seed(0)
     player = get_peft_model(make_tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
@@ -235,7 +237,13 @@ def test_diagnose_samples_tables_from_two_runs(tmp_path, embedded_tokenizer):
     prompts = trainer_for_data.validation
     checkpoint_b = tmp_path / "b" / "checkpoints" / "step-0000001"  # a checkpoint folder works as well as a run
     result, markdown = diagnose_samples(
-        tmp_path / "a", checkpoint_b, tiny_base(embedded_tokenizer), prompts, samples=3, examples=1
+        tmp_path / "a",
+        checkpoint_b,
+        tiny_base(embedded_tokenizer),
+        prompts,
+        trainer_for_data.game,
+        samples=3,
+        examples=1,
     )
     assert set(result["table1"]) == {"a", "b/step-0000001"}
     row = result["table1"]["a"]
@@ -263,9 +271,9 @@ def test_sigint_saves_a_checkpoint_and_stops(tmp_path, embedded_tokenizer):
 
 def test_selection_from_a_checkpoint_plays_the_adapter_and_judges_with_the_base(tmp_path, embedded_tokenizer):
     from conftest import make_instance
+    from frost.checkpoint import load_players, resolve_checkpoint
     from frost.diagnostics import run_selection
     from frost.judge import Judge
-    from frost.samples import load_players, resolve_checkpoint
 
     Trainer(tiny_config(tmp_path / "a", steps=1, val_every=0), base=tiny_base(embedded_tokenizer)).run(progress=False)
     with pytest.raises(ConfigError, match="checkpoint"):

@@ -1,25 +1,41 @@
-"""Frost: Cross-Entropy Games and Frost-GRPO training."""
+"""Frost: Cross-Entropy Games and Frost-GRPO training.
 
-from frost.errors import ConfigError, FrostError
-from frost.frost import RULES, FrostRecord, frost_step, select_candidates
-from frost.games import GameInstance, InfillingGame
-from frost.judge import Judge, TaylorResult
-from frost.models import load_model
-from frost.sampling import SampledMoves, sample_moves
+The names below are imported on first use, so `import frost.config` (or `frost.games`) does not load torch.
+"""
 
-__all__ = [
-    "RULES",
-    "ConfigError",
-    "FrostError",
-    "FrostRecord",
-    "GameInstance",
-    "InfillingGame",
-    "Judge",
-    "SampledMoves",
-    "TaylorResult",
-    "frost_step",
-    "load_model",
-    "sample_moves",
-    "select_candidates",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "RULES": "frost.rules",
+    "ConfigError": "frost.errors",
+    "FrostError": "frost.errors",
+    "FrostRecord": "frost.frost",
+    "frost_step": "frost.frost",
+    "select_candidates": "frost.frost",
+    "Game": "frost.games",
+    "GameInstance": "frost.games",
+    "GameSpec": "frost.games",
+    "build_game": "frost.games",
+    "load_game_file": "frost.games",
+    "Judge": "frost.judge",
+    "TaylorResult": "frost.judge",
+    "load_model": "frost.models",
+    "SampledMoves": "frost.sampling",
+    "sample_moves": "frost.sampling",
+    "move_masks": "frost.moves",
+    "GroupSettings": "frost.step",
+    "play_group": "frost.step",
+    "group_loss": "frost.step",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'frost' has no attribute {name!r}")

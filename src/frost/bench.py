@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import platform
 import re
@@ -18,8 +17,8 @@ from typing import Any
 import torch
 
 from frost.data import read_documents
-from frost.frost import get_rule, select_candidates
-from frost.games import GameInstance, InfillingGame
+from frost.frost import select_candidates
+from frost.games import GameInstance, build_game
 from frost.judge import Judge
 from frost.memplan import ModelShape
 from frost.models import LoadedModel, forbidden_token_mask
@@ -59,7 +58,7 @@ def bench_core(lm: LoadedModel, *, K: int = 8, L: int = 8, D: int = 64, repeats:
     model, tok = lm.model, lm.tokenizer
     vocab = model.get_input_embeddings().weight.shape[0]
     forbidden = forbidden_token_mask(tok, vocab, lm.device)
-    instances, _ = InfillingGame(tok, move_length=L).instances(read_documents("handwritten"), warn=False)
+    instances, _ = build_game("infilling", tok, {"move_length": L}).instances(read_documents("handwritten"), warn=False)
     inst: GameInstance = instances[0]
     prompt = torch.tensor([inst.prompt_ids], device=lm.device)
     judge = Judge(model, batch_size=max(K, D))
@@ -123,16 +122,18 @@ def bench_core(lm: LoadedModel, *, K: int = 8, L: int = 8, D: int = 64, repeats:
     timings.append(
         time_it("generate(num_return_sequences=K)", generate_k_copies, shape=f"{K} x {plen}", repeats=repeats)
     )
-    timings.append(time_it("judge forward", judge_forward, shape=f"{K} x {inst.judge_length}", repeats=repeats))
+    timings.append(time_it("judge forward", judge_forward, shape=f"{K} x {inst.max_judge_length}", repeats=repeats))
     timings.append(
-        time_it("judge forward+backward", judge_forward_backward, shape=f"{K} x {inst.judge_length}", repeats=repeats)
+        time_it(
+            "judge forward+backward", judge_forward_backward, shape=f"{K} x {inst.max_judge_length}", repeats=repeats
+        )
     )
     for rule in ("taylor-gated", "full-gated", "taylor"):
         timings.append(
             time_it(f"grid + top-D ({rule})", grid_top_d(rule), shape=f"{K}x{L}x{vocab}, D={D}", repeats=repeats)
         )
     timings.append(
-        time_it("exact scoring of D children", exact_children, shape=f"{D} x {inst.judge_length}", repeats=1)
+        time_it("exact scoring of D children", exact_children, shape=f"{D} x {inst.max_judge_length}", repeats=1)
     )
     by = {t.name: t.median_s for t in timings}
     # decode steps alone = sampling minus its prefill; the target compares sampling with prefill + L batched steps
@@ -283,113 +284,62 @@ class Arm:
         return f"Frost K={self.K} {self.rule}" + (" (naive path)" if self.naive else "")
 
 
-def naive_group(trainer: Any, inst: GameInstance, phase: dict[str, float], counts: dict[str, int]) -> None:
-    """One text's Frost-GRPO step done the way the authors' one-file demo does it: `generate` on K copies of the
-    prompt, a second player pass over the K full sequences for the gate, the judge on one text at a time (parents
-    and children), and the loss over K full prompt+move sequences. Same algorithm and loss as the trainer."""
-    from frost.frost import replace_with_scores
-    from frost.grpo import grpo_loss
-    from frost.trainer import policy_distributions
+class _SlotMask:
+    """A `generate` logits processor that applies a move's per-slot sampling mask [L, V]."""
 
-    t, cfg = trainer.config.train, trainer.config
-    clock, model, judge = trainer.clock, trainer.player, trainer.judge
-    t0 = clock()
-    prompt = torch.tensor([inst.prompt_ids], device=trainer.device)
-    forbidden_ids = trainer.forbidden.nonzero().flatten().tolist()
+    def __init__(self, masks: torch.Tensor, prompt_length: int) -> None:
+        self.masks, self.prompt_length = masks, prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        slot = min(input_ids.shape[1] - self.prompt_length, self.masks.shape[0] - 1)
+        return scores.masked_fill(self.masks[slot], float("-inf"))
+
+
+def generate_sampler(
+    player: Any, inst: GameInstance, k: int, masks: Any, temperature: float, generator: torch.Generator | None
+) -> Any:
+    """The authors' demo's way to sample a group: `generate` on K copies of the prompt, then a second player pass
+    over the K full sequences for the distributions the gate needs (`frost.step.Sampler`)."""
+    from transformers import LogitsProcessorList
+
+    from frost.sampling import SampledMoves, player_logprobs
+
+    device = player.get_input_embeddings().weight.device
+    prompt = torch.tensor([inst.prompt_ids], device=device).repeat(k, 1)
+    stop = inst.stop_id
     with torch.inference_mode():
-        out = model.generate(
-            input_ids=prompt.repeat(t.K, 1),
-            attention_mask=torch.ones_like(prompt.repeat(t.K, 1)),
+        out = player.generate(
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
             do_sample=True,
-            temperature=t.temperature,
+            temperature=temperature,
             top_k=0,
             top_p=1.0,
             max_new_tokens=inst.move_length,
-            min_new_tokens=inst.move_length,
-            suppress_tokens=forbidden_ids,
-            pad_token_id=trainer.tokenizer.pad_token_id or 0,
+            logits_processor=LogitsProcessorList([_SlotMask(masks.sampling.to(device), prompt.shape[1])]),
+            eos_token_id=stop,
+            pad_token_id=stop if stop is not None else 0,
         )
-    moves = out[:, prompt.shape[1] :].clone()
-    with torch.no_grad():
-        gate = policy_distributions(
-            model, inst.prompt_ids, moves, temperature=t.temperature, forbidden=trainer.forbidden, shared_prompt=False
-        )
-    t1 = clock()
-    rule = get_rule(cfg.frost.rule)
-    parts = [judge.taylor(inst, moves[k : k + 1], with_grad=rule.needs_gradient) for k in range(t.K)]
-    taylor = dataclasses.replace(
-        parts[0],
-        moves=torch.cat([p.moves for p in parts]),
-        rewards=torch.cat([p.rewards for p in parts]),
-        token_logprobs=torch.cat([p.token_logprobs for p in parts]),
-        grad=None if parts[0].grad is None else torch.cat([p.grad for p in parts if p.grad is not None]),
-        judge_logprobs=torch.cat([p.judge_logprobs for p in parts]),
-    )
-    ta = clock()
-    candidates = select_candidates(
-        rule,
-        taylor,
-        gate,
-        cfg.budget,
-        tau=cfg.frost.tau,
-        forbidden=trainer.forbidden,
-        generator=trainer.generator,
-        rank_by=cfg.frost.rank_by,
-    )
-    tb = clock()
-    children = candidates.children(taylor.moves)
-    child_rewards = torch.cat([judge.rewards(inst, c[None]) for c in children]) if len(children) else taylor.rewards[:0]
-    record = replace_with_scores(taylor.moves, taylor.rewards, candidates, child_rewards, rule=rule.name)
-    t2 = clock()
-    phase["time/sample_s"] += t1 - t0
-    phase["time/judge_pass_s"] += ta - t1
-    phase["time/select_s"] += tb - ta
-    phase["time/children_s"] += t2 - tb
-    phase["time/judge_s"] += t2 - t1
-    model.train()
-    policy = policy_distributions(
-        model, inst.prompt_ids, record.moves, temperature=t.temperature, forbidden=trainer.forbidden,
-        shared_prompt=False,
-    )  # fmt: skip
-    model.eval()
-    t3 = clock()
-    with torch.no_grad(), model.disable_adapter():
-        reference = policy_distributions(
-            model, inst.prompt_ids, record.moves, temperature=t.temperature, forbidden=trainer.forbidden,
-            shared_prompt=False,
-        )  # fmt: skip
-    t4 = clock()
-    terms = grpo_loss(policy, reference, record.moves, record.rewards, t.beta)
-    (terms.loss / t.batch_size).backward()
-    t5 = clock()
-    phase["time/policy_s"] += (t3 - t2) + (t5 - t4)
-    phase["time/reference_s"] += t4 - t3
-    phase["time/loss_s"] += t5 - t2
-    counts["tokens"] += 4 * t.K * (len(inst.prompt_ids) + inst.move_length)
+    moves = out[:, prompt.shape[1] :]
+    if moves.shape[1] < inst.move_length:  # every row stopped early: pad with the stop token
+        pad = torch.full((k, inst.move_length - moves.shape[1]), stop or 0, dtype=moves.dtype, device=device)
+        moves = torch.cat([moves, pad], dim=1)
+    moves = moves.clone()
+    dists = player_logprobs(player, inst.prompt_ids, moves, temperature=temperature, forbidden=masks.sampling)
+    return SampledMoves(moves=moves, logprobs=dists)
 
 
-def naive_step(trainer: Any) -> dict[str, Any]:
-    """One optimizer step over B texts on the naive path (see `naive_group`); the trainer's phase keys."""
-    from frost.trainer import PHASES
+def use_naive_path(trainer: Any) -> None:
+    """Switch a trainer to the naive (the authors' demo's) path: `generate` on K prompt copies and a second player
+    pass for the gate (`generate_sampler`), the judge on one text at a time (parents and children), and the loss
+    over K full prompt+move sequences. Everything else is the trainer's own step."""
+    import dataclasses as dc
 
-    t = trainer.config.train
-    start = trainer.clock()
-    fwd0, bwd0 = trainer.judge.forward_sequences, trainer.judge.backward_sequences
-    phase = dict.fromkeys(PHASES, 0.0)
-    counts = {"tokens": 0}
-    for i in trainer.cursor.take(t.batch_size):
-        naive_group(trainer, trainer.train_set[i], phase, counts)
-    t_opt = trainer.clock()
-    trainer.optimizer.step()
-    trainer.optimizer.zero_grad(set_to_none=True)
-    phase["time/optim_s"] = trainer.clock() - t_opt
-    return {
-        **phase,
-        **counts,
-        "judge_fwd_seqs": trainer.judge.forward_sequences - fwd0,
-        "judge_bwd_seqs": trainer.judge.backward_sequences - bwd0,
-        "time/step_s": trainer.clock() - start,
-    }
+    from frost.judge import Judge
+
+    trainer.sampler = generate_sampler
+    trainer.judge = Judge(trainer.player, batch_size=1, context=trainer.player.disable_adapter)
+    trainer.settings = dc.replace(trainer.settings, shared_prompt=False)
 
 
 def default_arms(k: int, rules: Sequence[str] = ("taylor-gated", "judge-gated"), naive: bool = True) -> list[Arm]:
@@ -412,6 +362,8 @@ def bench_training(
     dtype: str = "auto",
     base: LoadedModel | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    game: str = "infilling",
+    game_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per-phase wall time of training steps per arm, measured side by side in one process on one copy of the base
     model: the median and spread over `steps` timed steps after one warm-up step, tokens per second, peak memory,
@@ -433,6 +385,7 @@ def bench_training(
     out: dict[str, Any] = {
         "machine": machine_description(base),
         "model": base.name,
+        "game": game,
         "L": L,
         "B": batch_size,
         "steps_timed": steps,
@@ -443,7 +396,7 @@ def bench_training(
         for n, arm in enumerate(arms):
             sections: dict[str, dict[str, Any]] = {
                 "model": {"name": model, "device": device, "dtype": dtype},
-                "game": {"move_length": L},
+                "game": {"kind": game, "move_length": L, **(game_params or {})},
                 "frost": {"rule": arm.rule},
                 "optim": {"lr": 1e-4},
                 "data": {"source": "handwritten", "validation_size": 0},
@@ -460,7 +413,9 @@ def bench_training(
             for key, values in (overrides or {}).items():
                 sections[key] = {**sections.get(key, {}), **values}
             trainer = Trainer(config_from_dict(sections), base=base)
-            step = functools.partial(naive_step, trainer) if arm.naive else trainer.train_step
+            if arm.naive:
+                use_naive_path(trainer)
+            step = trainer.train_step
             step()  # warm-up
             _reset_peak_memory(base.device)
             records = [step() for _ in range(steps)]
@@ -471,7 +426,7 @@ def bench_training(
             inst = trainer.train_set[0]
             fwd, bwd = records[0]["judge_fwd_seqs"], records[0]["judge_bwd_seqs"]
             flops = step_flops(
-                shape, B=batch_size, K=arm.K, L=L, prompt=len(inst.prompt_ids), judge_len=inst.judge_length,
+                shape, B=batch_size, K=arm.K, L=L, prompt=len(inst.prompt_ids), judge_len=inst.max_judge_length,
                 judge_fwd=fwd, judge_bwd=bwd,
             )  # fmt: skip
             out["arms"].append(

@@ -49,12 +49,21 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
 
 
+def _add_game_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--game", default="infilling", help="a built-in game (infilling, reverse, title, condense, rlp) or a YAML file"
+    )
+    p.add_argument("--L", type=int, help="move length (or the longest move, for title/condense); default: the game's")
+
+
 def _add_pair_args(p: argparse.ArgumentParser, *, move: bool) -> None:
-    p.add_argument("--begin", help="beginning x as text")
+    p.add_argument("--doc", help="any game: the document (text) the game instance is made from")
+    p.add_argument("--doc-file", type=Path, help="any game: a text file holding the document")
+    p.add_argument("--begin", help="infilling: beginning x as text (instead of --doc)")
     p.add_argument("--begin-ids", type=_ids, help="beginning x as token ids (instead of --begin)")
     p.add_argument("--end", help="end z as text (it may start mid-word)")
     p.add_argument("--end-ids", type=_ids, help="end z as token ids (instead of --end)")
-    p.add_argument("--gap", type=int, default=24, help="the gap (in tokens) the player's prompt announces")
+    p.add_argument("--gap", type=int, default=24, help="infilling: the gap (in tokens) the player's prompt announces")
     if move:
         p.add_argument("--move", help="the move y as text (leading spaces matter)")
         p.add_argument("--move-ids", type=_ids, help="the move y as token ids (instead of --move)")
@@ -65,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="frost", description="Cross-Entropy Games and Frost-GRPO training.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("score", help="reward of one infilling move, per-token log-probs, best single-token edits")
+    p = sub.add_parser("score", help="reward of one move of any game, per-token log-probs, best single-token edits")
+    _add_game_args(p)
     _add_pair_args(p, move=True)
     p.add_argument("--mode", default="first-order", help="Taylor score: first-order (the paper) or full")
     p.add_argument("--top", type=int, default=20, help="number of edits to list, each scored exactly")
@@ -73,9 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     _add_model_args(p)
 
-    p = sub.add_parser("infill", help="best bridge for a beginning and an end: sample K moves, refine with Frost")
+    p = sub.add_parser("infill", help="the best move for one game instance: sample K moves, refine with Frost rounds")
+    _add_game_args(p)
     _add_pair_args(p, move=False)
-    p.add_argument("--L", type=int, default=8, help="move length in tokens")
     p.add_argument("--K", type=int, default=8, help="moves sampled")
     p.add_argument("--rounds", type=int, default=3, help="Frost proposal+replacement rounds")
     p.add_argument("--rule", default="full-gated", help="selection rule (see `frost rules`)")
@@ -96,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--prompts", type=int, default=8, help="number of documents (prompts) used")
     d.add_argument("--K", type=_int_list, default=[8], help="moves per prompt; a comma-separated list sweeps K")
     d.add_argument("--D", type=_int_list, default=[1, 2, 4, 8, 16], help="comma-separated discovery budgets")
-    d.add_argument("--L", type=int, default=8, help="move length")
+    _add_game_args(d)
     d.add_argument("--rules", default="all", help="comma-separated rules, or 'all'")
     d.add_argument("--tau", type=_float_list, default=[1e-4], help="probability gate; a comma-separated list sweeps it")
     d.add_argument(
@@ -119,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a player with GRPO or Frost-GRPO")
     p.add_argument("--config", type=Path, help="YAML config (configs/*.yaml); defaults for anything not set")
+    p.add_argument("--game", help="override game.kind: a built-in game or a YAML game file")
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--run-dir", help="override train.run_dir")
     p.add_argument("--seed", type=int, help="override train.seed")
@@ -141,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("inspect", help="counts, skips, token lengths and example game instances of a source")
     d.add_argument("source", help="'embedded', 'handwritten', 'cosmopedia', or a .jsonl/.txt/.parquet file or a folder")
     d.add_argument("--field", default="text", help="text field of .jsonl/.parquet records")
-    d.add_argument("--L", type=int, default=8, help="move length of the example instances")
+    _add_game_args(d)
     d.add_argument("--model", default="embedded", help="tokenizer to count with")
 
     p = sub.add_parser("report", help="figures (PNG), a final-metrics table and a self-contained HTML report")
@@ -153,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="per-phase timings of a training step and its parts -> BENCHMARKS.md")
     p.add_argument("--K", type=_int_list, default=[4], help="Frost group sizes of the step bench (GRPO: K and 2K)")
     p.add_argument("--L", type=_int_list, default=[8], help="move lengths of the step bench")
+    p.add_argument("--game", default="infilling", help="game of the step bench: a built-in game or a YAML file")
     p.add_argument("--B", type=_int_list, default=[4], help="texts per step of the step bench")
     p.add_argument("--rules", default="taylor-gated,judge-gated", help="Frost rules timed (the first also naively)")
     p.add_argument("--no-naive", action="store_true", help="skip the naive (authors' demo) path")
@@ -216,8 +228,57 @@ def _check_ids(ids: Sequence[int], vocab: int, name: str) -> None:
         raise ConfigError(f"--{name}-ids: token ids must lie in [0, {vocab}); got {bad[:5]}")
 
 
+def _game(args: argparse.Namespace, tokenizer: Any, *, move_length: int | None = None) -> Any:
+    """The game of `--game` (and `--L`, and `--gap` for infilling)."""
+    from frost.games import build_game, resolve_spec
+
+    params: dict[str, Any] = {}
+    length = move_length if move_length is not None else getattr(args, "L", None)
+    if length is not None:
+        if length < 1:
+            raise ConfigError(f"--L must be >= 1, got {length}")
+        params["move_length"] = length
+    if resolve_spec(args.game).name == "infilling" and getattr(args, "gap", None) is not None:
+        if args.gap < 0:
+            raise ConfigError(f"--gap must be >= 0, got {args.gap}")
+        params["gap_tokens"] = args.gap
+    return build_game(args.game, tokenizer, params)
+
+
+def _instance(args: argparse.Namespace, game: Any, vocab: int) -> Any:
+    """The game instance of `--doc`/`--doc-file`, or of `--begin`/`--end` (infilling)."""
+    from frost.games import encode_plain
+
+    takes_pairs = hasattr(game, "instance_from_parts")  # infilling
+    pair = any(getattr(args, n) is not None for n in ("begin", "begin_ids", "end", "end_ids"))
+    doc = args.doc if args.doc is not None else None
+    if args.doc_file is not None:
+        if doc is not None:
+            raise ConfigError("--doc-file: give one of --doc and --doc-file")
+        if not args.doc_file.is_file():
+            raise ConfigError(f"--doc-file: {args.doc_file} does not exist")
+        doc = args.doc_file.read_text()
+    if pair and doc is not None:
+        raise ConfigError("--doc: give either a document (--doc/--doc-file) or --begin/--end (infilling), not both")
+    if pair:
+        if not takes_pairs:
+            raise ConfigError(f"--begin/--end: only the infilling game takes them; give --doc for {game.name}")
+        begin, end = _pair_ids(args, game.tokenizer)
+        _check_ids(begin, vocab, "begin")
+        _check_ids(end, vocab, "end")
+        return game.instance_from_parts(begin, end)
+    if doc is None:
+        raise ConfigError("--doc: give the document (--doc TEXT or --doc-file FILE)" + (
+            ", or --begin and --end" if takes_pairs else ""))  # fmt: skip
+    ids = encode_plain(game.tokenizer, doc)
+    inst = game.instance(ids, source="--doc")
+    if inst is None:
+        raise ConfigError(f"--doc: the document has {len(ids)} tokens; game {game.name} needs {game.spec.needs_tokens}")
+    return inst
+
+
 def cmd_score(args: argparse.Namespace) -> int:
-    from frost.games import InfillingGame, encode_plain
+    from frost.games import encode_plain
     from frost.judge import Judge, check_mode
     from frost.models import forbidden_token_mask
     from frost.scoring import format_report, score_move
@@ -236,14 +297,17 @@ def cmd_score(args: argparse.Namespace) -> int:
     _setup_torch(args)
     lm = _load(args)
     vocab = lm.model.get_input_embeddings().weight.shape[0]
-    begin, end = _pair_ids(args, lm.tokenizer)
     move = args.move_ids if args.move_ids is not None else encode_plain(lm.tokenizer, args.move or "")
     if not move:
         raise ConfigError("--move: the move is empty")
-    for ids, name in ((begin, "begin"), (end, "end"), (move, "move")):
-        _check_ids(ids, vocab, name)
-    game = InfillingGame(lm.tokenizer, move_length=len(move), gap_tokens=args.gap)
-    inst = game.instance_from_parts(begin, end)
+    _check_ids(move, vocab, "move")
+    from frost.games import resolve_spec
+
+    fixed = resolve_spec(args.game).move.stop is None
+    game = _game(args, lm.tokenizer, move_length=len(move) if fixed and args.L is None else None)
+    if len(move) > game.move_length:
+        raise ConfigError(f"--move: {len(move)} tokens; game {game.name} takes at most {game.move_length} (see --L)")
+    inst = _instance(args, game, vocab)
     forbidden = forbidden_token_mask(lm.tokenizer, vocab, lm.device)
     report = score_move(
         Judge(lm.model), lm.tokenizer, inst, move, mode=args.mode, top=args.top, tau=args.tau, forbidden=forbidden
@@ -257,23 +321,21 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_infill(args: argparse.Namespace) -> int:
     from frost.frost import check_tau, get_rule
-    from frost.games import InfillingGame
     from frost.infill import infill
     from frost.judge import Judge
     from frost.models import forbidden_token_mask
 
     get_rule(args.rule)
     check_tau(args.tau)
-    for name in ("L", "K"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.K < 1:
+        raise ConfigError(f"--K must be >= 1, got {args.K}")
     if args.rounds < 0 or args.D < 0:
         raise ConfigError("--rounds and --D must be >= 0")
     _setup_torch(args)
     lm = _load(args)
-    begin, end = _pair_ids(args, lm.tokenizer)
-    inst = InfillingGame(lm.tokenizer, move_length=args.L, gap_tokens=args.gap).instance_from_parts(begin, end)
     vocab = lm.model.get_input_embeddings().weight.shape[0]
+    game = _game(args, lm.tokenizer)
+    inst = _instance(args, game, vocab)
     forbidden = forbidden_token_mask(lm.tokenizer, vocab, lm.device)
     gen = torch.Generator(device=lm.device).manual_seed(args.seed)
     res = infill(
@@ -289,12 +351,12 @@ def cmd_infill(args: argparse.Namespace) -> int:
         forbidden=forbidden,
         generator=gen,
     )
-    texts = [lm.tokenizer.decode(m) for m in res.moves.tolist()]
+    texts = [game.move_text(inst, m) for m in res.moves.tolist()]
     if args.json:
         out = {
             "initial_best": res.initial_best,
             "moves": [
-                {"text": t, "ids": m, "reward": r}
+                {"text": t, "ids": m[: inst.content_length(m)], "reward": r}
                 for t, m, r in zip(texts, res.moves.tolist(), res.rewards.tolist(), strict=True)
             ],
             "rounds": [rec.summary() for rec in res.rounds],
@@ -324,7 +386,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from frost.data import read_documents
     from frost.diagnostics import SelectionRow, read_rows, report_text, run_selection, summarize
     from frost.frost import RULES, check_rank_by, check_tau, get_rule
-    from frost.games import InfillingGame
     from frost.judge import Judge
     from frost.models import forbidden_token_mask
     from frost.selection_plots import write_figures
@@ -337,24 +398,24 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         raise ConfigError("--tau: give at least one gate, e.g. --tau 1e-4")
     for t in args.tau:
         check_tau(t)
-    if not args.K or min(args.K) < 1 or args.L < 1 or args.prompts < 1:
-        raise ConfigError("--K, --L and --prompts must be >= 1")
+    if not args.K or min(args.K) < 1 or args.prompts < 1:
+        raise ConfigError("--K and --prompts must be >= 1")
     if not args.D or min(args.D) < 0:
         raise ConfigError(f"--D must be a list of budgets >= 0, got {args.D}")
     if args.checkpoint is not None:
-        from frost.samples import resolve_checkpoint
+        from frost.checkpoint import resolve_checkpoint
 
         resolve_checkpoint(args.checkpoint)
     _setup_torch(args)
     lm = _load(args)
     player, judge = lm.model, Judge(lm.model)
     if args.checkpoint is not None:
-        from frost.samples import load_players
+        from frost.checkpoint import load_players
 
         player = load_players([args.checkpoint], lm)
         judge = Judge(player, context=player.disable_adapter)
     docs = read_documents(args.data, field=args.field, limit=args.prompts * 4)
-    game = InfillingGame(lm.tokenizer, move_length=args.L)
+    game = _game(args, lm.tokenizer)
     instances, _ = game.instances(docs)
     instances = instances[: args.prompts]
     vocab = lm.model.get_input_embeddings().weight.shape[0]
@@ -390,7 +451,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         rank_by=args.rank_by,
     )
     summary = summarize(rows)
-    text = report_text(summary, prompts=len(instances), move_length=args.L)
+    text = report_text(summary, prompts=len(instances), move_length=game.move_length, game=game.name)
     print(text)
     if args.out:
         (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -411,6 +472,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.run_dir={json.dumps(args.run_dir)}")
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
+    if args.game is not None:
+        overrides.append(f"game.kind={json.dumps(args.game)}")
     config = load_config(args.config, overrides)
     _setup_torch(args)
     _quiet_transformers()
@@ -421,27 +484,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _diagnose_samples(args: argparse.Namespace) -> int:
-    import yaml
-
-    from frost.data import DataConfig, load_split
-    from frost.games import InfillingGame
+    from frost.checkpoint import resolve_checkpoint, run_config
+    from frost.data import load_split
+    from frost.games import build_game
     from frost.samples import diagnose_samples, write
 
     if args.prompts < 1 or args.samples < 1:
         raise ConfigError("--prompts and --samples must be >= 1")
-    from frost.samples import resolve_checkpoint
-
-    run_dir, _ = resolve_checkpoint(args.run_a)
+    resolve_checkpoint(args.run_a)
     resolve_checkpoint(args.run_b)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    config = run_config(args.run_a)  # the game and data of run A, from its whole config
     _setup_torch(args)
     lm = _load(args)
-    game_cfg = config.get("game", {})
-    game = InfillingGame(lm.tokenizer, move_length=int(game_cfg.get("move_length", 8)))
-    data = config.get("data", {})
-    split = load_split(DataConfig(source=data.get("source", "embedded"), field=data.get("field", "text")), game)
+    game = build_game(config.game.kind, lm.tokenizer, config.game.params())
+    split = load_split(config.data, game)
     result, markdown = diagnose_samples(
-        args.run_a, args.run_b, lm, split.validation[: args.prompts], samples=args.samples, seed=args.seed,
+        args.run_a, args.run_b, lm, split.validation[: args.prompts], game, samples=args.samples, seed=args.seed,
         examples=args.examples,
     )  # fmt: skip
     write(result, markdown, args.out)
@@ -472,7 +530,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     from frost.data import inspect_source
 
-    print(inspect_source(args.source, field=args.field, move_length=args.L, model=args.model))
+    if args.L is not None and args.L < 1:
+        raise ConfigError(f"--L must be >= 1, got {args.L}")
+    params = {"move_length": args.L} if args.L is not None else None
+    print(inspect_source(args.source, field=args.field, game=args.game, params=params, model=args.model))
     return 0
 
 
@@ -493,6 +554,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for name in ("repeats", "core_K", "D"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    from frost.games import resolve_spec
+
+    resolve_spec(args.game)
     for name in ("K", "L", "B"):
         if not getattr(args, name) or min(getattr(args, name)) < 1:
             raise ConfigError(f"--{name} must be a list of integers >= 1, got {getattr(args, name)}")
@@ -524,6 +588,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     steps = bench_training(
                         args.model, K=k, L=length, batch_size=b, steps=args.repeats,
                         arms=default_arms(k, rules, naive=not args.no_naive), device=args.device, dtype=args.dtype,
+                        game=args.game,
                     )  # fmt: skip
                     result["steps"].append(steps)
                     sections.append(training_markdown(steps))

@@ -48,14 +48,34 @@ class LoraConfig:
 
 @dataclass
 class GameConfig:
-    """The Cross-Entropy Game played (max-likelihood infilling, §3.1)."""
+    """The Cross-Entropy Game played. Fields left null take the game's default (README, games table); a field the
+    game does not read is an error."""
 
     kind: str = "infilling"
-    move_length: int = 8
-    """L, tokens per move (the paper: 4, 8, 12)."""
-    begin_tokens: int = 8
-    gap_tokens: int = 24
-    end_tokens: int = 64
+    """A built-in game (infilling, reverse, title, condense, rlp) or the path of a YAML game file."""
+    move_length: int | None = None
+    """L: tokens per move (fixed-length games; the paper: 4, 8, 12), or the most tokens (title, condense). Also
+    overrides a game file's move length."""
+    start: bool | None = None
+    """Begin the judge's sequence with the model's document-start token (default true)."""
+    begin_tokens: int | None = None
+    """infilling: tokens in the beginning x (8)."""
+    gap_tokens: int | None = None
+    """infilling: tokens between x and z in the document, announced to the player (24)."""
+    end_tokens: int | None = None
+    """infilling: tokens in the end z (64)."""
+    text_tokens: int | None = None
+    """title, condense: tokens of the document the move describes (title 128, condense 64)."""
+    context_tokens: int | None = None
+    """rlp: tokens of context c before the thought (64)."""
+    target_tokens: int | None = None
+    """reverse: tokens of the target t (32); rlp: next tokens scored (16)."""
+    target_text: str | None = None
+    """reverse: a fixed target text (e.g. a jailbreak target) instead of a document slice."""
+
+    def params(self) -> dict[str, Any]:
+        """The fields that parameterise the game (null ones left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "kind" and v is not None}
 
 
 @dataclass
@@ -131,7 +151,8 @@ class Config:
 
     def validate(self) -> Config:
         """Check every field; raise ConfigError naming the first bad one."""
-        from frost.frost import check_rank_by, check_tau, get_rule
+        from frost.games import resolve_spec
+        from frost.rules import check_rank_by, check_tau, get_rule
 
         t, g, o, lo = self.train, self.game, self.optim, self.lora
         if t.algorithm not in ALGORITHMS:
@@ -144,12 +165,9 @@ class Config:
             raise ConfigError(f"train.beta must be >= 0, got {t.beta}")
         if not t.temperature > 0:
             raise ConfigError(f"train.temperature must be > 0, got {t.temperature}")
-        if g.kind != "infilling":
-            raise ConfigError(f"game.kind must be infilling (the only game so far); got {g.kind!r}")
-        _at_least("game.move_length", g.move_length, 1)
-        _at_least("game.begin_tokens", g.begin_tokens, 1)
-        _at_least("game.end_tokens", g.end_tokens, 1)
-        _at_least("game.gap_tokens", g.gap_tokens, 0)
+        if not g.kind:
+            raise ConfigError("game.kind is missing: a built-in game (infilling, reverse, title, ...) or a game file")
+        resolve_spec(g.kind, g.params())
         get_rule(self.frost.rule)
         check_tau(self.frost.tau)
         check_rank_by(self.frost.rank_by)

@@ -252,16 +252,13 @@ def _instance_to_json(inst: Any) -> dict[str, Any]:
 def _instance_from_json(d: dict[str, Any]) -> Any:
     from frost.games import GameInstance
 
-    return GameInstance(
-        prompt_ids=tuple(d["prompt_ids"]),
-        judge_prefix=tuple(d["judge_prefix"]),
-        judge_suffix=tuple(d["judge_suffix"]),
-        move_length=d["move_length"],
-        score_move=d["score_move"],
-        suffix_scored=tuple(d["suffix_scored"]) if d["suffix_scored"] is not None else None,
-        source=d["source"],
-        meta=d["meta"],
-    )
+    tuples = ("prompt_ids", "judge_prefix", "judge_suffix", "prefix_scored", "forbidden_ids")
+    values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in d.items()}
+    if values.get("suffix_scored") is not None:
+        values["suffix_scored"] = tuple(tuple(span) for span in values["suffix_scored"])
+    if values.get("allowed_ids") is not None:
+        values["allowed_ids"] = tuple(values["allowed_ids"])
+    return GameInstance(**values)
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -273,7 +270,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 def load_split(config: DataConfig, game: Any, *, cache: bool = True) -> Split:
-    """Game instances of a data config, split, with tokenised instances cached under `$FROST_CACHE/instances`."""
+    """Game instances of a data config, split, with tokenised instances cached under `$FROST_CACHE/instances`
+    (keyed by the documents, the tokenizer and the game's own key)."""
     from frost.models import frost_cache_dir
 
     config.validate()
@@ -281,8 +279,8 @@ def load_split(config: DataConfig, game: Any, *, cache: bool = True) -> Split:
     key_parts = [
         documents.fingerprint,
         tokenizer_fingerprint(game.tokenizer),
-        json.dumps({k: getattr(game, k) for k in ("move_length", "begin_tokens", "gap_tokens", "end_tokens")}),
-        str(getattr(game, "use_chat_template", True)),
+        game.cache_key(),
+        "instances-v2",
     ]
     key = hashlib.sha256("|".join(key_parts).encode()).hexdigest()[:24]
     path = frost_cache_dir() / "instances" / f"{key}.json"
@@ -312,19 +310,23 @@ def load_split(config: DataConfig, game: Any, *, cache: bool = True) -> Split:
     return Split(validation=validation, train=train, skipped=skipped, documents=len(documents.docs))
 
 
-def inspect_source(source: str, *, field: str = "text", move_length: int = 8, model: str = "embedded") -> str:
-    """What `frost data inspect` prints: counts, skips, token lengths, three example instances."""
-    from frost.games import InfillingGame, encode_plain
+def inspect_source(
+    source: str, *, field: str = "text", game: str = "infilling", params: dict[str, Any] | None = None,
+    model: str = "embedded",
+) -> str:  # fmt: skip
+    """What `frost data inspect` prints: counts, skips, token lengths, three example instances of a game."""
+    from frost.games import build_game, encode_plain
     from frost.models import load_tokenizer
 
     tokenizer = load_tokenizer(model)
     documents = load_documents(source, field=field)
-    game = InfillingGame(tokenizer, move_length=move_length)
+    played = build_game(game, tokenizer, params)
     lengths = [len(encode_plain(tokenizer, text)) for _, text in documents.docs]
-    instances, report = game.instances(documents.docs, warn=False)
+    instances, report = played.instances(documents.docs, warn=False)
     skipped = Counter(documents.skipped) + report.counts
     lines = [
         f"source: {source}",
+        f"game: {played.name}",
         f"documents read: {len(documents.docs)}",
         f"usable: {len(instances)}",
         f"skipped: {sum(skipped.values())}"
@@ -338,10 +340,12 @@ def inspect_source(source: str, *, field: str = "text", move_length: int = 8, mo
         n = sum(lo <= v < hi for v in lengths)
         label = f"{lo}-{hi - 1}" if hi < 10**9 else f">={lo}"
         lines.append(f"  {label:>9} {n:6d} {'#' * min(60, round(60 * n / max(1, len(lengths))))}")
-    lines += ["", f"example game instances (x | hidden gap of {game.gap_tokens} tokens | z), L={move_length}:"]
+    kind = f"at most {played.move_length}" if played.spec.move.stop else f"exactly {played.move_length}"
+    lines += ["", f"example game instances of {played.name} (moves of {kind} tokens):"]
     for inst in instances[:3]:
-        x = tokenizer.decode(list(inst.meta.get("begin_ids", inst.judge_prefix)))
-        gap = tokenizer.decode(inst.meta.get("gap_ids", []))
-        z = tokenizer.decode(list(inst.judge_suffix))
-        lines += [f"- [{inst.source}]", f"  x: {x!r}", f"  gap (hidden): {gap!r}", f"  z: {z!r}"]
+        before = tokenizer.decode(list(inst.judge_prefix))
+        after = tokenizer.decode(list(inst.judge_suffix))
+        lines += [f"- [{inst.source}]", f"  judge before the move: {before!r}", f"  judge after the move: {after!r}"]
+        if "gap_ids" in inst.meta:
+            lines.append(f"  gap (hidden): {tokenizer.decode(inst.meta['gap_ids'])!r}")
     return "\n".join(lines)

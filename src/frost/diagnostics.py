@@ -7,7 +7,6 @@ run per rule and per D. Any difference between rules is due to the ranking alone
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +19,8 @@ import torch
 from frost.frost import Candidates, get_rule, replace_with_scores, select_candidates
 from frost.games import GameInstance
 from frost.judge import Judge, TaylorResult
-from frost.sampling import sample_moves
+from frost.moves import move_masks
+from frost.step import shared_prefix_sampler
 
 
 @dataclass
@@ -42,16 +42,7 @@ class SelectionRow:
 
 def first_moves(taylor: TaylorResult, k: int) -> TaylorResult:
     """The Taylor result of the first `k` parents only (every per-parent quantity is independent of the others)."""
-    if k == taylor.moves.shape[0]:
-        return taylor
-    return dataclasses.replace(
-        taylor,
-        moves=taylor.moves[:k],
-        rewards=taylor.rewards[:k],
-        token_logprobs=taylor.token_logprobs[:k],
-        grad=None if taylor.grad is None else taylor.grad[:k],
-        judge_logprobs=taylor.judge_logprobs[:k],
-    )
+    return taylor if k == taylor.moves.shape[0] else taylor.take(slice(0, k))
 
 
 def selection_rows(
@@ -78,15 +69,9 @@ def selection_rows(
     """
     group_sizes = [K] if isinstance(K, int) else list(K)
     taus = [tau] if isinstance(tau, int | float) else list(tau)
-    sampled = sample_moves(
-        player,
-        inst.prompt_ids,
-        max(group_sizes),
-        inst.move_length,
-        temperature=temperature,
-        forbidden=forbidden,
-        generator=generator,
-    )
+    base = forbidden if forbidden is not None else torch.zeros(judge.embedding.shape[0], dtype=torch.bool)
+    masks = move_masks(inst, base.to(judge.device))
+    sampled = shared_prefix_sampler(player, inst, max(group_sizes), masks, temperature, generator)
     need_grad = any(get_rule(r).needs_gradient for r in rules)
     taylor_all = judge.taylor(inst, sampled.moves, with_grad=need_grad)
     d_max = max(budgets)
@@ -97,7 +82,7 @@ def selection_rows(
         for r in rules:
             for t in taus if get_rule(r).gated else [None]:
                 cands = select_candidates(
-                    r, taylor, logprobs, d_max, tau=t if t is not None else taus[0], forbidden=forbidden,
+                    r, taylor, logprobs, d_max, tau=t if t is not None else taus[0], forbidden=masks.content,
                     generator=generator, rank_by=rank_by,
                 )  # fmt: skip
                 picks.append((r, k, t, cands, taylor))
@@ -252,14 +237,14 @@ def markdown_table(summary: Sequence[dict[str, Any]], metric: str = "lift", colu
     return "\n".join(lines)
 
 
-def report_text(summary: Sequence[dict[str, Any]], *, prompts: int, move_length: int) -> str:
+def report_text(summary: Sequence[dict[str, Any]], *, prompts: int, move_length: int, game: str = "infilling") -> str:
     """The Markdown report: best-of-K after replacement, lift, hit rate and fraction replaced, per D (and per K when
     the experiment sweeps several K)."""
     ks = sorted({s["K"] for s in summary})
     base = {k: next(s for s in summary if s["K"] == k) for k in ks}
     baselines = ", ".join(f"K={k}: {b['best_before']:.2f} ± {b['best_before_se']:.2f}" for k, b in base.items())
     parts = [
-        f"Selection experiment (§3.3): {prompts} prompts, L={move_length}, mean ± SE over prompts.",
+        f"Selection experiment (§3.3), game {game}: {prompts} prompts, L={move_length}, mean ± SE over prompts.",
         f"No-replacement best-of-K baseline: {baselines}.",
     ]
     titles = {

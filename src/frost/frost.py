@@ -22,69 +22,10 @@ import torch
 from frost.errors import ConfigError
 from frost.games import GameInstance
 from frost.judge import Judge, TaylorResult
+from frost.phases import NoTimer, PhaseTimer
+from frost.rules import PAPER_RULES, RANK_BY, RULES, Rule, check_rank_by, check_tau, get_rule
 
-
-@dataclass(frozen=True)
-class Rule:
-    """A selection rule: which signals its ranking score adds up, and whether the probability gate applies."""
-
-    name: str
-    signals: tuple[str, ...]
-    """Subset of ("T", "O", "P") summed into the ranking score; empty means uniformly random."""
-    gated: bool
-    """Keep only candidates with pi(v | prompt, y<j) > tau."""
-    description: str
-
-    @property
-    def needs_gradient(self) -> bool:
-        """Whether the judge must run a backward pass for this rule."""
-        return "T" in self.signals
-
-    @property
-    def estimates_reward(self) -> bool:
-        """Whether R(y_k) + score is an estimate of the child's reward (T and O are reward differences; P is not)."""
-        return bool(self.signals) and "P" not in self.signals
-
-
-RULES: dict[str, Rule] = {
-    r.name: r
-    for r in (
-        Rule("random", (), False, "uniformly random mutations (paper; no signal)"),
-        Rule("topprob", ("P",), False, "most probable tokens under the player (paper)"),
-        Rule("taylor", ("T",), False, "first-order judge gradient, no gate (paper)"),
-        Rule("taylor-gated", ("T",), True, "first-order judge gradient, gated (paper's Algorithm 1)"),
-        Rule("full", ("T", "O"), False, "gradient plus the judge's exact position term, no gate"),
-        Rule("full-gated", ("T", "O"), True, "gradient plus the judge's exact position term, gated"),
-        Rule("judge-gated", ("O",), True, "the judge's exact position term alone, gated (no backward needed)"),
-    )
-}
-PAPER_RULES = ("random", "topprob", "taylor", "taylor-gated")
-
-
-def get_rule(name: str) -> Rule:
-    """Look up a selection rule by name."""
-    if name not in RULES:
-        raise ConfigError(f"frost.rule must be one of {', '.join(RULES)}; got {name!r}")
-    return RULES[name]
-
-
-RANK_BY = ("reward", "lift")
-"""How rules that estimate rewards rank candidates: by the estimated reward of the child, a(k, j, v) = R(y_k) + the
-rule's estimated change (Algorithm 1, line 5: the paper), or by the estimated change alone (favours weak parents)."""
-
-
-def check_rank_by(rank_by: str) -> str:
-    """Validate the ranking target."""
-    if rank_by not in RANK_BY:
-        raise ConfigError(f"frost.rank_by must be one of {', '.join(RANK_BY)}; got {rank_by!r}")
-    return rank_by
-
-
-def check_tau(tau: float) -> float:
-    """Validate the probability gate threshold."""
-    if not 0.0 < tau < 1.0:
-        raise ConfigError(f"frost.tau must lie in (0, 1), got {tau}")
-    return tau
+__all__ = ["PAPER_RULES", "RANK_BY", "RULES", "Rule", "check_rank_by", "check_tau", "get_rule"]
 
 
 @dataclass
@@ -221,6 +162,7 @@ def select_candidates(
     if ("P" in rule.signals or rule.gated) and player_logprobs is None:
         raise ConfigError(f"rule {rule.name!r} needs the player's distributions (player_logprobs)")
     flat_moves = taylor.moves.reshape(-1, 1)
+    flat_valid = taylor.valid.reshape(-1)
     add_reward = rule.estimates_reward and rank_by == "reward"
     row_rewards = taylor.rewards.float().repeat_interleave(length)  # R(y_k) of each flattened (k, j) row
     flat_player = player_logprobs.reshape(k * length, vocab) if player_logprobs is not None else None
@@ -232,10 +174,12 @@ def select_candidates(
     for start in range(0, k * length, rows_per_chunk):
         rows = slice(start, min(start + rows_per_chunk, k * length))
         tokens = flat_moves[rows]
+        valid = flat_valid[rows]
         if rule.gated:
             assert flat_player is not None
             admitted = flat_player[rows] > log_tau
             admitted.scatter_(1, tokens, False)
+            admitted &= valid.view(-1, 1)
             if forbidden is not None:
                 admitted &= ~forbidden.to(device).view(1, -1)
             if sparse_gate and int(admitted.sum()) <= SPARSE_GATE_FRACTION * admitted.numel():
@@ -257,6 +201,7 @@ def select_candidates(
             scores.add_(row_rewards[rows].view(-1, 1))
         # inadmissible entries go to -inf in place: the parent's own token, forbidden tokens, the gate
         scores.scatter_(1, tokens, neg_inf)
+        scores.masked_fill_(~valid.view(-1, 1), neg_inf)
         if forbidden is not None:
             scores.masked_fill_(forbidden.to(device).view(1, -1), neg_inf)
         if rule.gated:
@@ -420,12 +365,21 @@ def frost_step(
     forbidden: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     rank_by: str = "reward",
+    timer: PhaseTimer | None = None,
 ) -> FrostRecord:
     """Algorithm 1 lines 3-7 for one prompt: one judge pass (backward only when the rule uses the gradient),
-    selection of D candidates, exact scoring, strict-improvement replacement."""
+    selection of D candidates, exact scoring, strict-improvement replacement.
+
+    `forbidden` [V] are the tokens a move may not contain (`frost.moves.move_masks(inst, ...).content`); `timer`
+    charges the phases `judge_pass`, `select` and `children`.
+    """
+    timer = timer or NoTimer()
     spec = get_rule(rule)
-    taylor = judge.taylor(inst, parents, with_grad=spec.needs_gradient)
-    candidates = select_candidates(
-        spec, taylor, player_logprobs, budget, tau=tau, forbidden=forbidden, generator=generator, rank_by=rank_by
-    )
-    return replace(judge, inst, taylor.moves, taylor.rewards, candidates, rule=spec.name)
+    with timer.phase("judge_pass"):
+        taylor = judge.taylor(inst, parents, with_grad=spec.needs_gradient)
+    with timer.phase("select"):
+        candidates = select_candidates(
+            spec, taylor, player_logprobs, budget, tau=tau, forbidden=forbidden, generator=generator, rank_by=rank_by
+        )
+    with timer.phase("children"):
+        return replace(judge, inst, taylor.moves, taylor.rewards, candidates, rule=spec.name)

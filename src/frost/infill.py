@@ -1,4 +1,5 @@
-"""Inference: the best bridge for a beginning and an end, by sampling K moves and refining them with Frost rounds."""
+"""Inference on any game: the best move for one game instance, by sampling K moves and refining them with Frost
+rounds (each round is `frost.frost_step`, the same code that trains)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import torch
 from frost.frost import FrostRecord, frost_step
 from frost.games import GameInstance
 from frost.judge import Judge
-from frost.sampling import player_logprobs, sample_moves
+from frost.moves import move_masks
+from frost.sampling import player_logprobs
+from frost.step import shared_prefix_sampler
 
 
 @dataclass
@@ -37,29 +40,31 @@ def infill(
     D: int = 16,
     tau: float = 1e-4,
     temperature: float = 1.0,
-    forbidden: torch.Tensor | None = None,
+    forbidden: torch.Tensor,
     generator: torch.Generator | None = None,
+    rank_by: str = "reward",
 ) -> InfillResult:
     """Sample K moves, then run `rounds` Frost proposal+replacement rounds on the group.
 
-    Each round re-reads the player's distributions for the current group (one forward) so the gate sees the prefixes
-    the mutated moves now have. The group never gets worse: replacement only accepts strict improvements.
+    `forbidden` [V] are the model's forbidden tokens (`frost.models.forbidden_token_mask`); the game instance adds
+    its own. Each round re-reads the player's distributions for the current group (one forward) so the gate sees the
+    prefixes the mutated moves now have. The group never gets worse: replacement only accepts strict improvements.
     """
-    sampled = sample_moves(
-        player, inst.prompt_ids, K, inst.move_length, temperature=temperature, forbidden=forbidden, generator=generator
-    )
+    masks = move_masks(inst, forbidden)
+    sampled = shared_prefix_sampler(player, inst, K, masks, temperature, generator)
     moves, dists = sampled.moves, sampled.logprobs
     history: list[FrostRecord] = []
     rewards = judge.rewards(inst, moves)
     initial_best = float(rewards.max())
     for _ in range(rounds):
         rec = frost_step(
-            judge, inst, moves, dists, rule=rule, budget=D, tau=tau, forbidden=forbidden, generator=generator
-        )
+            judge, inst, moves, dists, rule=rule, budget=D, tau=tau, forbidden=masks.content, generator=generator,
+            rank_by=rank_by,
+        )  # fmt: skip
         history.append(rec)
         moves, rewards = rec.moves, rec.rewards
         if rec.frac_replaced == 0.0:
             break
-        dists = player_logprobs(player, inst.prompt_ids, moves, temperature=temperature, forbidden=forbidden)
+        dists = player_logprobs(player, inst.prompt_ids, moves, temperature=temperature, forbidden=masks.sampling)
     order = torch.argsort(rewards, descending=True)
     return InfillResult(moves=moves[order], rewards=rewards[order], initial_best=initial_best, rounds=history)

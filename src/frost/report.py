@@ -35,6 +35,7 @@ class Run:
     method: str
     move_length: int
     seed: int
+    game: str = "infilling"
     validation: list[dict[str, Any]] = field(default_factory=list)
     judge_forwards: dict[int, int] = field(default_factory=dict)
     """Cumulative judge forward sequences at each step."""
@@ -49,17 +50,33 @@ def method_label(config: dict[str, Any]) -> str:
     return f"Frost K={k}, {config.get('frost', {}).get('rule', 'taylor-gated')}"
 
 
+def run_game(path: Path, game: dict[str, Any]) -> tuple[str, int]:
+    """(game name, move length) of a run's `game` section (its saved game.yaml when the game file moved)."""
+    from frost.games import load_game_file, resolve_spec
+
+    params = {k: v for k, v in game.items() if k != "kind"}
+    try:
+        spec = resolve_spec(str(game.get("kind", "infilling")), params)
+    except ConfigError:
+        if not (path / "game.yaml").is_file():
+            raise
+        spec = load_game_file(path / "game.yaml")
+    return spec.name, spec.move.length
+
+
 def load_run(path: Path) -> Run:
     """Read a run folder (config.yaml and metrics.jsonl)."""
     config_path, metrics_path = path / "config.yaml", path / "metrics.jsonl"
     if not config_path.is_file() or not metrics_path.is_file():
         raise ConfigError(f"report: {path} is not a run folder (it needs config.yaml and metrics.jsonl)")
     config = yaml.safe_load(config_path.read_text()) or {}
+    game, length = run_game(path, config.get("game", {}))
     run = Run(
         path=path,
         method=method_label(config),
-        move_length=int(config.get("game", {}).get("move_length", 8)),
+        move_length=length,
         seed=int(config.get("train", {}).get("seed", 0)),
+        game=game,
     )
     total = 0
     run.judge_forwards[0] = 0
@@ -152,13 +169,14 @@ def figure_by_length(runs: list[Run], path: Path, *, smooth: int = 1, x_axis: st
     import matplotlib.pyplot as plt
 
     colors = method_colors(runs)
-    lengths = sorted({r.move_length for r in runs})
-    fig, axes = plt.subplots(1, len(lengths), figsize=(5.5 * len(lengths), 4), squeeze=False)
-    for length, ax in zip(lengths, axes[0], strict=True):
-        for method, c in curves([r for r in runs if r.move_length == length], "val/best_of_8", x_axis=x_axis).items():
+    panels = sorted({(r.game, r.move_length) for r in runs})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for (game, length), ax in zip(panels, axes[0], strict=True):
+        chosen = [r for r in runs if (r.game, r.move_length) == (game, length)]
+        for method, c in curves(chosen, "val/best_of_8", x_axis=x_axis).items():
             if c["x"]:
                 ax.plot(c["x"], _smooth(c["mean"], smooth), label=method, color=colors[method])
-        ax.set_title(f"best-of-8, L={length}")
+        ax.set_title(f"best-of-8, L={length}" if game == "infilling" else f"{game}: best-of-8, L={length}")
         ax.set_xlabel("judge forward sequences" if x_axis == "judge_forwards" else "training step")
         ax.set_ylabel("nats")
         ax.grid(alpha=0.3)

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from frost.errors import ConfigError
-from frost.games import GameInstance
+from frost.checkpoint import label as run_label
+from frost.checkpoint import load_players
+from frost.games import GameInstance, SpecGame
 from frost.judge import Judge
 from frost.models import LoadedModel, forbidden_token_mask
-from frost.sampling import sample_moves
-from frost.trainer import copies_beginning
+from frost.moves import decision_mask, move_masks
+from frost.step import shared_prefix_sampler
 
 
 @dataclass
@@ -42,87 +42,24 @@ class Group:
         return max(self.rewards)
 
 
-def resolve_checkpoint(path: Path) -> tuple[Path, Path]:
-    """(run folder, adapter file) of a run folder (its latest checkpoint) or of one checkpoint folder inside it."""
-    if (path / "adapter.safetensors").is_file():
-        run_dir = path.parent.parent
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"{path}: a checkpoint must sit in RUN/checkpoints/ next to RUN/config.yaml")
-        return run_dir, path / "adapter.safetensors"
-    latest = path / "checkpoints" / "latest"
-    if not (path / "config.yaml").is_file() or not latest.is_file():
-        raise ConfigError(
-            f"{path} is neither a run folder with a checkpoint (checkpoints/latest) nor a checkpoint folder "
-            "(adapter.safetensors)"
-        )
-    return path, path / "checkpoints" / latest.read_text().strip() / "adapter.safetensors"
-
-
-def _label(path: Path) -> str:
-    run_dir, _ = resolve_checkpoint(path)
-    return run_dir.name if run_dir == path else f"{run_dir.name}/{path.name}"
-
-
-def _lora_config(path: Path) -> Any:
-    from peft import LoraConfig
-
-    run_dir, _ = resolve_checkpoint(path)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    lora = config.get("lora", {})
-    return LoraConfig(
-        r=lora.get("rank", 16),
-        lora_alpha=lora.get("alpha", 32),
-        target_modules=lora.get("target_modules"),
-        lora_dropout=0.0,
-        task_type="CAUSAL_LM",
-    )
-
-
-def _adapter_state(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(resolve_checkpoint(path)[1]))
-
-
-def load_players(runs: list[Path], base: LoadedModel) -> Any:
-    """One PeftModel over the shared base weights with each run's adapter (a run folder's latest checkpoint, or a
-    checkpoint folder), named "run0", "run1", ..."""
-    from peft import get_peft_model, set_peft_model_state_dict
-
-    player = None
-    for i, run_dir in enumerate(runs):
-        name = f"run{i}"
-        state = _adapter_state(run_dir)
-        if player is None:
-            player = get_peft_model(base.model, _lora_config(run_dir), adapter_name=name)
-        else:
-            player.add_adapter(name, _lora_config(run_dir))
-        set_peft_model_state_dict(player, state, adapter_name=name)
-    assert player is not None
-    player.eval()
-    return player
-
-
 def sample_groups(
-    player: Any, judge: Judge, instances: list[GameInstance], tokenizer: Any, *, samples: int, seed: int
+    player: Any, judge: Judge, instances: list[GameInstance], game: SpecGame, *, samples: int, seed: int
 ) -> list[Group]:
     """Each prompt's group of `samples` moves, scored; the same generator seed per prompt for every player."""
     vocab = player.get_input_embeddings().weight.shape[0]
-    forbidden = forbidden_token_mask(tokenizer, vocab, judge.device)
+    forbidden = forbidden_token_mask(game.tokenizer, vocab, judge.device)
     groups = []
     for n, inst in enumerate(instances):
         gen = torch.Generator(device=judge.device).manual_seed(seed * 1_000_003 + n)
-        s = sample_moves(player, inst.prompt_ids, samples, inst.move_length, forbidden=forbidden, generator=gen)
-        lps = judge.token_logprobs(inst, s.moves)
-        move_ce = (-lps[:, : inst.move_length].sum(-1)).tolist()
-        text_ce = (-lps[:, inst.move_length :].sum(-1)).tolist()
-        rewards = lps.sum(-1).tolist()
-        texts = [tokenizer.decode(m) for m in s.moves.tolist()]
-        begin = tokenizer.decode(list(inst.meta.get("begin_ids", inst.judge_prefix)))
+        s = shared_prefix_sampler(player, inst, samples, move_masks(inst, forbidden), 1.0, gen)
+        scores = judge.score(inst, s.moves)
+        move_ce = (-scores.move_logprob).tolist()
+        text_ce = (-scores.rest_logprob).tolist()
+        rewards = scores.rewards.tolist()
+        texts = [game.move_text(inst, m) for m in s.moves.tolist()]
         best = max(range(samples), key=rewards.__getitem__)
-        groups.append(
-            Group(texts, rewards, move_ce, text_ce, float(s.entropy().mean()), copies_beginning(texts[best], begin))
-        )
+        entropy = float(s.entropy(decision_mask(inst, s.moves)).mean())
+        groups.append(Group(texts, rewards, move_ce, text_ce, entropy, game.copies(inst, texts[best])))
     return groups
 
 
@@ -153,9 +90,10 @@ def table2(a: list[Group], b: list[Group]) -> dict[str, Any]:
 
 def example_table(inst: GameInstance, tokenizer: Any, a: Group, b: Group, names: tuple[str, str]) -> str:
     """Markdown like Tables 3-6: beginning, end, and the eight samples a side, the best in bold."""
-    begin = tokenizer.decode(list(inst.meta.get("begin_ids", inst.judge_prefix)))
-    end = tokenizer.decode(list(inst.judge_suffix))
-    lines = [f"Beginning (x): {begin!r}", "", f"End (z): {end!r}", "", f"| {names[0]} | score | {names[1]} | score |"]
+    before = tokenizer.decode(list(inst.judge_prefix))
+    after = tokenizer.decode(list(inst.judge_suffix))
+    lines = [f"Judge before the move: {before!r}", "", f"Judge after the move: {after!r}", ""]
+    lines.append(f"| {names[0]} | score | {names[1]} | score |")
     lines.append("|---|---:|---|---:|")
 
     def cells(g: Group) -> list[str]:
@@ -178,6 +116,7 @@ def diagnose_samples(
     run_b: Path,
     base: LoadedModel,
     instances: list[GameInstance],
+    game: SpecGame,
     *,
     samples: int = 8,
     seed: int = 0,
@@ -186,13 +125,13 @@ def diagnose_samples(
     """Both players (adapters on one copy of the base model, which is also the judge) on the same prompts:
     (JSON-ready results, Markdown)."""
     tokenizer = base.tokenizer
-    names = (_label(run_a), _label(run_b))
+    names = (run_label(run_a), run_label(run_b))
     player = load_players([run_a, run_b], base)
     judge = Judge(player, context=player.disable_adapter)
     player.set_adapter("run0")
-    groups_a = sample_groups(player, judge, instances, tokenizer, samples=samples, seed=seed)
+    groups_a = sample_groups(player, judge, instances, game, samples=samples, seed=seed)
     player.set_adapter("run1")
-    groups_b = sample_groups(player, judge, instances, tokenizer, samples=samples, seed=seed)
+    groups_b = sample_groups(player, judge, instances, game, samples=samples, seed=seed)
     t1 = {names[0]: table1(groups_a), names[1]: table1(groups_b)}
     t2 = table2(groups_a, groups_b)
     md = [f"## Table 1 ({len(instances)} prompts, {samples} samples each)", ""]
@@ -205,8 +144,8 @@ def diagnose_samples(
         "a_best_beats_b_best": f"{names[0]} best strictly exceeds {names[1]} best",
         "a_zero_variance": f"{names[0]} groups with zero score variance",
         "b_zero_variance": f"{names[1]} groups with zero score variance",
-        "a_best_copies_beginning": f"{names[0]} best is a repeat of the beginning",
-        "b_best_copies_beginning": f"{names[1]} best is a repeat of the beginning",
+        "a_best_copies_beginning": f"{names[0]} best copies the text it was shown ({game.copy_metric_name})",
+        "b_best_copies_beginning": f"{names[1]} best copies the text it was shown ({game.copy_metric_name})",
         "a_wins_where_b_not_copy": f"{names[0]} wins where {names[1]}'s best is not a copy",
     }
     for key, label in labels.items():

@@ -26,18 +26,24 @@ class SampledMoves:
     logprobs: torch.Tensor
     """[K, L, V] float32 log pi(v | prompt, y_k[<j]) of the distribution each token was drawn from."""
 
-    def move_logprobs(self) -> torch.Tensor:
-        """[K] log pi(y_k | prompt): the sum of the sampled tokens' log-probabilities."""
-        return self.logprobs.gather(-1, self.moves.unsqueeze(-1)).squeeze(-1).sum(-1)
+    def move_logprobs(self, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[K] log pi(y_k | prompt): the sum of the sampled tokens' log-probabilities (over `mask` [K, L], the
+        player's decisions, when given: `frost.moves.decision_mask`)."""
+        lps = self.logprobs.gather(-1, self.moves.unsqueeze(-1)).squeeze(-1)
+        return (lps if mask is None else lps * mask).sum(-1)
 
-    def entropy(self) -> torch.Tensor:
-        """[K, L] entropy (nats) of each sampled position's distribution."""
+    def entropy(self, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Entropy (nats) of each sampled position's distribution: [K, L], or with `mask` [K, L] the flat entries
+        where it is true."""
         p = self.logprobs.exp()
-        return -(p * torch.where(p > 0, self.logprobs, torch.zeros_like(self.logprobs))).sum(-1)
+        ent = -(p * torch.where(p > 0, self.logprobs, torch.zeros_like(self.logprobs))).sum(-1)
+        return ent if mask is None else ent[mask]
 
 
 def sampling_distribution(logits: torch.Tensor, forbidden: torch.Tensor | None, temperature: float) -> torch.Tensor:
-    """log-softmax of `logits / temperature` in float32 with the forbidden tokens at -inf (probability zero)."""
+    """log-softmax of `logits / temperature` in float32 with the forbidden tokens at -inf (probability zero).
+
+    `forbidden` is [V] (the same at every slot) or broadcastable to `logits` (e.g. [L, V] per move slot)."""
     logits = logits.float()
     if forbidden is not None:
         logits = logits.masked_fill(forbidden, float("-inf"))
@@ -59,12 +65,15 @@ def sample_moves(
     *,
     temperature: float = 1.0,
     forbidden: torch.Tensor | None = None,
+    stop_id: int | None = None,
     generator: torch.Generator | None = None,
 ) -> SampledMoves:
-    """Sample `num_moves` (K) moves of exactly `move_length` (L) tokens after `prompt_ids`.
+    """Sample `num_moves` (K) move rows of `move_length` (L) slots after `prompt_ids`.
 
-    `forbidden` is a boolean mask over the vocabulary (special and end-of-text tokens) that can never be sampled, so
-    every move has exactly L tokens. `generator` makes the draw reproducible.
+    `forbidden` is a boolean mask of tokens that can never be sampled: [V] at every slot, or [L, V] per slot
+    (`frost.moves.move_masks`). Without `stop_id` every move has exactly L tokens. With it, a row that samples the
+    stop token has ended: its remaining slots are filled with the stop (they are not sampled, and the distributions
+    kept there mean nothing). `generator` makes the draw reproducible.
     """
     if num_moves < 1:
         raise ConfigError(f"K (moves per prompt) must be >= 1, got {num_moves}")
@@ -78,7 +87,10 @@ def sample_moves(
         raise ConfigError("the player's prompt is empty")
     if forbidden is not None:
         forbidden = forbidden.to(device)
+        if forbidden.dim() == 2 and forbidden.shape[0] != move_length:
+            raise ConfigError(f"forbidden: per-slot mask has {forbidden.shape[0]} slots for moves of {move_length}")
     moves = torch.empty(num_moves, move_length, dtype=torch.long, device=device)
+    ended = torch.zeros(num_moves, dtype=torch.bool, device=device)
     logprob_steps: list[torch.Tensor] = []
     cache_kw, cache_attr = cache_io(model)
     with torch.inference_mode():
@@ -88,14 +100,58 @@ def sample_moves(
         if num_moves > 1:
             cache.batch_repeat_interleave(num_moves)
         for j in range(move_length):
-            logprobs = sampling_distribution(logits, forbidden, temperature)
+            mask = forbidden[j] if forbidden is not None and forbidden.dim() == 2 else forbidden
+            logprobs = sampling_distribution(logits, mask, temperature)
             logprob_steps.append(logprobs)
             token = torch.multinomial(logprobs.exp(), 1, generator=generator)
+            if stop_id is not None:
+                token = torch.where(ended.view(-1, 1), torch.full_like(token, stop_id), token)
+                ended |= token.squeeze(1) == stop_id
             moves[:, j] = token.squeeze(1)
             if j + 1 < move_length:
                 out = model(input_ids=token, use_cache=True, logits_to_keep=1, **{cache_kw: cache})
                 logits = out.logits[:, -1]
     return SampledMoves(moves=moves.clone(), logprobs=torch.stack(logprob_steps, dim=1).clone())
+
+
+def policy_distributions(
+    model: Any,
+    prompt_ids: Sequence[int] | torch.Tensor,
+    moves: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    forbidden: torch.Tensor | None = None,
+    shared_prompt: bool = True,
+) -> torch.Tensor:
+    """[K, L, V] log pi(. | P, y_k<j) at each move slot (differentiable when grad is enabled).
+
+    The distribution is the one moves are sampled from (`forbidden` [V] or [L, V] masked, temperature). With
+    `shared_prompt` the prompt is encoded once and its KV cache (with its autograd history) is repeated for the K
+    moves, so a step runs P + K*L tokens through the player instead of K*(P + L): the same values and gradients as
+    K full sequences (without LoRA dropout, which would then share one mask across the group).
+    """
+    from frost.models import causal_lm_logits
+
+    device = model.get_input_embeddings().weight.device
+    moves = torch.as_tensor(moves, dtype=torch.long, device=device)
+    if forbidden is not None:
+        forbidden = forbidden.to(device)
+    k, length = moves.shape
+    prompt = torch.as_tensor(prompt_ids, dtype=torch.long, device=device).view(1, -1)
+    if not shared_prompt:
+        ids = torch.cat([prompt.expand(k, -1), moves], dim=1)
+        logits = causal_lm_logits(model, input_ids=ids, keep=length + 1)[:, :-1]
+        return sampling_distribution(logits, forbidden, temperature)
+    cache_kw, cache_attr = cache_io(model)
+    out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
+    first = out.logits[:, -1:].expand(k, 1, -1)
+    if length == 1:
+        return sampling_distribution(first, forbidden, temperature)
+    cache = getattr(out, cache_attr)
+    if k > 1:
+        cache.batch_repeat_interleave(k)
+    rest = model(input_ids=moves[:, :-1], use_cache=True, **{cache_kw: cache}).logits
+    return sampling_distribution(torch.cat([first, rest], dim=1), forbidden, temperature)
 
 
 def player_logprobs(
@@ -106,16 +162,10 @@ def player_logprobs(
     temperature: float = 1.0,
     forbidden: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """[N, L, V] the distributions a player samples each move position from, by one forward over prompt + move.
-
-    This is what `sample_moves` saves while sampling; use it for moves that were not sampled (e.g. given by hand).
-    """
-    device = model.get_input_embeddings().weight.device
-    prompt = torch.as_tensor(prompt_ids, dtype=torch.long, device=device).view(1, -1)
-    moves = torch.as_tensor(moves, dtype=torch.long, device=device)
-    n, length = moves.shape
-    ids = torch.cat([prompt.expand(n, -1), moves], dim=1)
+    """[N, L, V] the distributions a player samples each move slot from, by one forward over prompt + move
+    (`forbidden`: [V] or [L, V], as in `sample_moves`). This is what `sample_moves` saves while sampling; use it for
+    moves that were not sampled (e.g. given by hand, or mutated by Frost)."""
     with torch.inference_mode():
-        logits = model(input_ids=ids, logits_to_keep=length + 1, use_cache=False).logits[:, :-1]
-        forb = forbidden.to(device) if forbidden is not None else None
-        return sampling_distribution(logits, forb, temperature).clone()
+        return policy_distributions(
+            model, prompt_ids, moves, temperature=temperature, forbidden=forbidden, shared_prompt=False
+        ).clone()

@@ -12,6 +12,7 @@ from frost.errors import ConfigError
 from frost.frost import check_tau, select_candidates
 from frost.games import GameInstance
 from frost.judge import Judge, check_mode
+from frost.moves import move_masks
 from frost.sampling import player_logprobs
 
 
@@ -29,26 +30,44 @@ class Edit:
 
 
 @dataclass
+class ScoredToken:
+    """One token the judge scores."""
+
+    position: int
+    """Index in the judge's sequence."""
+    token_id: int
+    part: str
+    """before (the judge's tokens before the move), move, or after."""
+    logprob: float
+
+
+@dataclass
 class MoveReport:
     """What `frost score` prints."""
 
     reward: float
     mode: str
-    begin_ids: list[int]
+    sign: int
+    judge_ids: list[int]
+    """The judge's whole sequence for this move."""
     move_ids: list[int]
-    end_ids: list[int]
-    token_logprobs: list[float]
-    """Judge log-probabilities of the scored tokens: the move's, then the end's."""
+    tokens: list[ScoredToken]
+    """The scored tokens, in judge order, with their log-probabilities."""
     edits: list[Edit] = field(default_factory=list)
+
+    @property
+    def token_logprobs(self) -> list[float]:
+        """Judge log-probabilities of the scored tokens, in judge order."""
+        return [t.logprob for t in self.tokens]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "reward": self.reward,
             "mode": self.mode,
-            "begin_ids": self.begin_ids,
+            "sign": self.sign,
+            "judge_ids": self.judge_ids,
             "move_ids": self.move_ids,
-            "end_ids": self.end_ids,
-            "token_logprobs": self.token_logprobs,
+            "tokens": [vars(t) for t in self.tokens],
             "edits": [vars(e) for e in self.edits],
         }
 
@@ -73,42 +92,54 @@ def score_move(
     check_mode(mode)
     if not move_ids:
         raise ConfigError("move: the move is empty; give --move text or --move-ids")
+    row = inst.pad_move(move_ids)
+    masks = move_masks(
+        inst, forbidden if forbidden is not None else torch.zeros(judge.embedding.shape[0], dtype=torch.bool)
+    )
     if top < 0:
         raise ConfigError(f"--top must be >= 0, got {top}")
     if tau is not None:
         check_tau(tau)
-    moves = torch.tensor([move_ids], dtype=torch.long)
+    moves = torch.tensor([row], dtype=torch.long)
     taylor = judge.taylor(inst, moves)
     gate_logprobs = None
     if tau is not None:
-        gate_logprobs = player_logprobs(player or judge.model, inst.prompt_ids, taylor.moves, forbidden=forbidden)
+        gate_logprobs = player_logprobs(player or judge.model, inst.prompt_ids, taylor.moves, forbidden=masks.sampling)
     rule = ("full" if mode == "full" else "taylor") + ("-gated" if tau is not None else "")
-    cands = select_candidates(rule, taylor, gate_logprobs, top, tau=tau or 1e-4, forbidden=forbidden)
+    cands = select_candidates(rule, taylor, gate_logprobs, top, tau=tau or 1e-4, forbidden=masks.content)
     exact = judge.rewards(inst, cands.children(taylor.moves)).tolist() if len(cands) else []
     edits = [
         Edit(position=int(p), token_id=int(v), token=tokenizer.decode([int(v)]), approx=float(a), exact=float(e))
         for p, v, a, e in zip(cands.position.tolist(), cands.token.tolist(), cands.approx.tolist(), exact, strict=True)
     ]
-    bos = len(inst.judge_prefix) - len(inst.meta.get("begin_ids", inst.judge_prefix))
+    ids = inst.judge_ids(row)
+    n = inst.content_length(row) + int(inst.judge_sees_stop)
+    first = Judge.first_target(inst)
+    lps = taylor.scores.logprobs[0].tolist()
+    tokens = []
+    for pos in inst.scored_positions(inst.content_length(row)):
+        part = "before" if pos < inst.move_start else "move" if pos < inst.move_start + n else "after"
+        tokens.append(ScoredToken(position=pos, token_id=ids[pos], part=part, logprob=lps[pos - first]))
     return MoveReport(
         reward=float(taylor.rewards[0]),
         mode=mode,
-        begin_ids=list(inst.judge_prefix[bos:]),
+        sign=inst.sign,
+        judge_ids=ids,
         move_ids=list(move_ids),
-        end_ids=list(inst.judge_suffix),
-        token_logprobs=taylor.token_logprobs[0].tolist(),
+        tokens=tokens,
         edits=edits,
     )
 
 
 def format_report(report: MoveReport, tokenizer: Any) -> str:
     """Human-readable text of a `MoveReport`."""
-    lines = [f"reward: {report.reward:.3f} nats   (mode: {report.mode})", ""]
-    lines.append("judge log-probs of the scored tokens (move, then end):")
-    scored = report.move_ids + report.end_ids
-    for i, (tok, lp) in enumerate(zip(scored, report.token_logprobs, strict=True)):
-        part = "move" if i < len(report.move_ids) else "end "
-        lines.append(f"  {part} {i:3d}  {tok:7d}  {tokenizer.decode([tok])!r:24}  {lp:9.3f}")
+    sign = "" if report.sign == 1 else "   (sign -1: the reward is minus the scored log-likelihood)"
+    lines = [f"reward: {report.reward:.3f} nats   (mode: {report.mode}){sign}", ""]
+    lines.append("judge log-probs of the scored tokens (part, position in the judge's sequence):")
+    for t in report.tokens:
+        lines.append(
+            f"  {t.part:6} {t.position:4d}  {t.token_id:7d}  {tokenizer.decode([t.token_id])!r:24}  {t.logprob:9.3f}"
+        )
     lines += ["", f"top {len(report.edits)} single-token edits by Taylor score:"]
     lines.append("  pos  token_id  token                       approx     exact   exact-reward")
     for e in report.edits:

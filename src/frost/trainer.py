@@ -14,12 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import shutil
 import signal
 import statistics
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +25,17 @@ from typing import Any
 
 import torch
 
+from frost import checkpoint
 from frost.config import Config
 from frost.errors import ConfigError
-from frost.frost import get_rule, replace, select_candidates
-from frost.games import GameInstance, InfillingGame
-from frost.grpo import grpo_loss
+from frost.games import GameInstance, build_game, spec_to_yaml
 from frost.judge import Judge
-from frost.models import LoadedModel, causal_lm_logits, forbidden_token_mask, load_model
-from frost.sampling import SampledMoves, cache_io, sample_moves, sampling_distribution
+from frost.models import LoadedModel, forbidden_token_mask, load_model
+from frost.moves import decision_mask
+from frost.phases import PhaseTimer
+from frost.sampling import SampledMoves
+from frost.step import GroupRecord, GroupSettings, group_loss, play_group, shared_prefix_sampler
 
-CHECKPOINT_KEEP = 2
 PHASES = (
     "time/sample_s",
     "time/judge_s",
@@ -53,45 +52,14 @@ gradient) + select (grid and top-D) + children (exact scoring, replacement); los
 the loss) + reference (adapter off); optimizer."""
 
 
-def policy_distributions(
-    model: Any,
-    prompt_ids: tuple[int, ...],
-    moves: torch.Tensor,
-    *,
-    temperature: float,
-    forbidden: torch.Tensor | None,
-    shared_prompt: bool = True,
-) -> torch.Tensor:
-    """[K, L, V] log pi(. | P, y_k<j) at each move position (differentiable when grad is enabled).
-
-    The distribution is the one moves are sampled from (forbidden tokens masked, temperature). With `shared_prompt`
-    the prompt is encoded once and its KV cache (with its autograd history) is repeated for the K moves, so a step
-    runs P + K*L tokens through the player instead of K*(P + L): the same values and gradients as K full sequences
-    (without LoRA dropout, which would then share one mask across the group).
-    """
-    device = moves.device
-    k, length = moves.shape
-    prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device).view(1, -1)
-    if not shared_prompt:
-        ids = torch.cat([prompt.expand(k, -1), moves], dim=1)
-        logits = causal_lm_logits(model, input_ids=ids, keep=length + 1)[:, :-1]
-        return sampling_distribution(logits, forbidden, temperature)
-    cache_kw, cache_attr = cache_io(model)
-    out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-    first = out.logits[:, -1:].expand(k, 1, -1)
-    if length == 1:
-        return sampling_distribution(first, forbidden, temperature)
-    cache = getattr(out, cache_attr)
-    if k > 1:
-        cache.batch_repeat_interleave(k)
-    rest = model(input_ids=moves[:, :-1], use_cache=True, **{cache_kw: cache}).logits
-    return sampling_distribution(torch.cat([first, rest], dim=1), forbidden, temperature)
-
-
-def copies_beginning(move_text: str, begin_text: str) -> bool:
-    """Whether a move repeats the beginning x (the GRPO collapse mode of §3.7): one stripped text contains the other."""
-    a, b = " ".join(move_text.split()).lower(), " ".join(begin_text.split()).lower()
-    return bool(a) and bool(b) and (a in b or b in a)
+def phase_metrics(timer: PhaseTimer) -> dict[str, float]:
+    """The trainer's `time/*` keys from a step's phase timer."""
+    t = timer.totals
+    out = {f"time/{name}_s": t.get(name, 0.0) for name in ("sample", "judge_pass", "select", "children", "policy")}
+    out |= {"time/reference_s": t.get("reference", 0.0), "time/optim_s": t.get("optim", 0.0)}
+    out["time/judge_s"] = out["time/judge_pass_s"] + out["time/select_s"] + out["time/children_s"]
+    out["time/loss_s"] = out["time/policy_s"] + out["time/reference_s"]
+    return {k: out[k] for k in PHASES}
 
 
 @dataclass
@@ -130,12 +98,11 @@ class DataCursor:
 
 
 class Trainer:
-    """GRPO / Frost-GRPO on the infilling game. `run()` trains to `config.train.steps`."""
+    """GRPO / Frost-GRPO on any Cross-Entropy Game. `run()` trains to `config.train.steps`."""
 
     def __init__(
         self, config: Config, *, resume: bool = False, overwrite: bool = False, base: LoadedModel | None = None
     ) -> None:
-        from peft import LoraConfig as PeftLoraConfig
         from peft import get_peft_model
 
         from frost.data import load_split
@@ -147,15 +114,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         base = base or load_model(config.model.name, device=config.model.device, dtype=config.model.dtype)
         self.device, self.tokenizer = base.device, base.tokenizer
-        lora = config.lora
-        peft_config = PeftLoraConfig(
-            r=lora.rank,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
+        peft_config = checkpoint.peft_lora_config(config.lora)
         try:
             self.player = get_peft_model(base.model, peft_config)
         except ValueError as exc:
@@ -175,14 +134,7 @@ class Trainer:
             self.judge = Judge(judge_lm.model, batch_size=config.model.judge_batch_size)
         vocab = self.player.get_input_embeddings().weight.shape[0]
         self.forbidden = forbidden_token_mask(self.tokenizer, vocab, self.device)
-        g = config.game
-        self.game = InfillingGame(
-            self.tokenizer,
-            move_length=g.move_length,
-            begin_tokens=g.begin_tokens,
-            gap_tokens=g.gap_tokens,
-            end_tokens=g.end_tokens,
-        )
+        self.game = build_game(config.game.kind, self.tokenizer, config.game.params())
         split = load_split(config.data, self.game)
         self.validation = split.validation[: t.val_documents]
         self.train_set = split.train
@@ -201,10 +153,16 @@ class Trainer:
         self.step = 0
         self._stop_signal: int | None = None
         self._writer = self._tensorboard()
+        self.settings = GroupSettings(
+            algorithm=t.algorithm, K=t.K, rule=config.frost.rule, budget=config.budget, tau=config.frost.tau,
+            rank_by=config.frost.rank_by, temperature=t.temperature, beta=t.beta,
+        )  # fmt: skip
+        self.sampler = shared_prefix_sampler
         if resume:
             self.load_checkpoint()
         else:
             (self.run_dir / "config.yaml").write_text(config.to_yaml())
+            (self.run_dir / "game.yaml").write_text(spec_to_yaml(self.game.spec))
 
     # ----------------------------------------------------------------------------------------------- run directory
     def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
@@ -215,7 +173,7 @@ class Trainer:
             probe.unlink()
         except OSError as exc:
             raise ConfigError(f"train.run_dir: cannot write to {self.run_dir} ({exc.strerror})") from exc
-        if resume and not (self.run_dir / "checkpoints" / "latest").is_file():
+        if resume and not checkpoint.has_checkpoint(self.run_dir):
             raise ConfigError(f"--resume: {self.run_dir} has no checkpoint to resume from")
         if not resume and not overwrite and (self.run_dir / "metrics.jsonl").exists():
             raise ConfigError(
@@ -223,7 +181,7 @@ class Trainer:
                 "--overwrite to start it again, or choose another --run-dir"
             )
         if not resume:
-            for name in ("metrics.jsonl", "samples.jsonl"):
+            for name in ("metrics.jsonl", "samples.jsonl", "game.yaml"):
                 (self.run_dir / name).unlink(missing_ok=True)
             shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
             shutil.rmtree(self.run_dir / "tensorboard", ignore_errors=True)
@@ -247,131 +205,69 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ one step
     def _sample(self, inst: GameInstance, k: int, generator: torch.Generator) -> SampledMoves:
         """K on-policy moves for one text from the current player, with their sampling distributions."""
-        return sample_moves(
-            self.player,
-            inst.prompt_ids,
-            k,
-            inst.move_length,
-            temperature=self.config.train.temperature,
-            forbidden=self.forbidden,
-            generator=generator,
-        )
+        from frost.moves import move_masks
 
-    def _group(self, inst: GameInstance, phase: dict[str, float], counts: dict[str, int]) -> dict[str, Any]:
-        """Sample, score, (Frost: propose and replace), and back-propagate the loss of one text's group."""
-        t, cfg = self.config.train, self.config
-        clock = self.clock
-        t0 = clock()
-        sampled = self._sample(inst, t.K, self.generator)
-        counts["player_fwd_seqs"] += t.K
-        counts["tokens"] += len(inst.prompt_ids) + t.K * inst.move_length
-        t1 = clock()
-        phase["time/sample_s"] += t1 - t0
-        judged = self.judge.forward_sequences
-        out: dict[str, Any] = {}
-        if t.algorithm == "frost":
-            # Algorithm 1 lines 3-7 (frost.frost_step), timed phase by phase
-            rule = get_rule(cfg.frost.rule)
-            taylor = self.judge.taylor(inst, sampled.moves, with_grad=rule.needs_gradient)
-            ta = clock()
-            candidates = select_candidates(
-                rule, taylor, sampled.logprobs, cfg.budget, tau=cfg.frost.tau, forbidden=self.forbidden,
-                generator=self.generator, rank_by=cfg.frost.rank_by,
-            )  # fmt: skip
-            tb = clock()
-            record = replace(self.judge, inst, taylor.moves, taylor.rewards, candidates, rule=rule.name)
-            phase["time/judge_pass_s"] += ta - t1
-            phase["time/select_s"] += tb - ta
-            phase["time/children_s"] += clock() - tb
-            moves, rewards = record.moves, record.rewards
-            out.update(
-                parent_mean=float(record.parent_rewards.mean()),
-                hit_rate=record.hit_rate,
-                mean_lift=record.mean_lift,
-                frac_replaced=record.frac_replaced,
-            )
-        else:
-            moves = sampled.moves
-            rewards = self.judge.rewards(inst, moves)
-            phase["time/judge_pass_s"] += clock() - t1
-            out.update(parent_mean=float(rewards.mean()))
-        t2 = clock()
-        phase["time/judge_s"] += t2 - t1
-        counts["tokens"] += (self.judge.forward_sequences - judged) * inst.judge_length
-        self.player.train()
-        policy = policy_distributions(
-            self.player, inst.prompt_ids, moves, temperature=t.temperature, forbidden=self.forbidden
-        )
-        self.player.eval()
-        t3 = clock()
-        with torch.no_grad(), self.player.disable_adapter():
-            reference = policy_distributions(
-                self.player, inst.prompt_ids, moves, temperature=t.temperature, forbidden=self.forbidden
-            )
-        t4 = clock()
-        terms = grpo_loss(policy, reference, moves, rewards, t.beta)
-        (terms.loss / t.batch_size).backward()
-        counts["player_fwd_seqs"] += 2 * t.K
-        counts["player_bwd_seqs"] += t.K
-        counts["tokens"] += 2 * (len(inst.prompt_ids) + t.K * inst.move_length)
-        t5 = clock()
-        phase["time/reference_s"] += t4 - t3
-        phase["time/policy_s"] += (t3 - t2) + (t5 - t4)
-        phase["time/loss_s"] += t5 - t2
-        out.update(
-            rewards=rewards.tolist(),
-            loss=float(terms.loss.detach()),
-            kl=terms.kl,
-            entropy=terms.entropy,
-        )
-        return out
+        masks = move_masks(inst, self.forbidden)
+        return self.sampler(self.player, inst, k, masks, self.config.train.temperature, generator)
 
     def clock(self) -> float:
         """Wall time in seconds, after the device's queued work has finished (phase timings on GPU)."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        return PhaseTimer(self.device).clock()
+
+    def train_group(self, inst: GameInstance, timer: PhaseTimer) -> GroupRecord:
+        """One text's group: `step.play_group` then `step.group_loss` (the gradient is accumulated, 1/B)."""
+        record = play_group(
+            self.player, self.judge, inst, self.settings, base_forbidden=self.forbidden, generator=self.generator,
+            timer=timer, sampler=self.sampler,
+        )  # fmt: skip
+        group_loss(
+            self.player, record, self.settings, reference=self.player.disable_adapter,
+            scale=1.0 / self.config.train.batch_size, timer=timer,
+        )  # fmt: skip
+        return record
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step over B texts; returns its metrics."""
         t = self.config.train
-        start = self.clock()
+        timer = PhaseTimer(self.device)
+        start = timer.clock()
         fwd0, bwd0 = self.judge.forward_sequences, self.judge.backward_sequences
-        phase = dict.fromkeys(PHASES, 0.0)
-        counts = {"player_fwd_seqs": 0, "player_bwd_seqs": 0, "tokens": 0}
-        groups = [self._group(self.train_set[i], phase, counts) for i in self.cursor.take(t.batch_size)]
-        t_opt = self.clock()
-        params = [p for p in self.player.parameters() if p.requires_grad]
-        max_norm = self.config.optim.max_grad_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        phase["time/optim_s"] = self.clock() - t_opt
+        groups = [self.train_group(self.train_set[i], timer) for i in self.cursor.take(t.batch_size)]
+        with timer.phase("optim"):
+            params = [p for p in self.player.parameters() if p.requires_grad]
+            max_norm = self.config.optim.max_grad_norm
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        all_rewards = [r for g in groups for r in g["rewards"]]
-        stds = [statistics.pstdev(g["rewards"]) for g in groups]
+        rewards = [g.rewards.tolist() for g in groups]
+        stds = [statistics.pstdev(r) for r in rewards]
+        per_group = [g.metrics() for g in groups]
         metrics: dict[str, Any] = {
             "step": self.step,
-            "reward_mean": statistics.fmean(all_rewards),
+            "reward_mean": statistics.fmean(r for rs in rewards for r in rs),
             "reward_std": statistics.fmean(stds),
-            "reward_best": statistics.fmean(max(g["rewards"]) for g in groups),
-            "reward_parents_mean": statistics.fmean(g["parent_mean"] for g in groups),
+            "reward_best": statistics.fmean(max(r) for r in rewards),
+            "reward_parents_mean": statistics.fmean(m["parent_mean"] for m in per_group),
             "frac_reward_zero_std": statistics.fmean(s == 0 for s in stds),
-            "kl": statistics.fmean(g["kl"] for g in groups),
-            "entropy": statistics.fmean(g["entropy"] for g in groups),
-            "loss": statistics.fmean(g["loss"] for g in groups),
+            "kl": statistics.fmean(m["kl"] for m in per_group),
+            "entropy": statistics.fmean(m["entropy"] for m in per_group),
+            "loss": statistics.fmean(m["loss"] for m in per_group),
             "grad_norm": float(grad_norm),
             "lr": self.optimizer.param_groups[0]["lr"],
             "judge_fwd_seqs": self.judge.forward_sequences - fwd0,
             "judge_bwd_seqs": self.judge.backward_sequences - bwd0,
-            **counts,
+            "player_fwd_seqs": sum(g.player_fwd_seqs for g in groups),
+            "player_bwd_seqs": sum(g.player_bwd_seqs for g in groups),
+            "tokens": sum(g.tokens for g in groups),
+            "move_tokens_mean": statistics.fmean(float(n) for g in groups for n in _content_lengths(g.inst, g.moves)),
         }
         if t.algorithm == "frost":
             for key in ("hit_rate", "mean_lift", "frac_replaced"):
-                vals = [g[key] for g in groups if math.isfinite(g[key])]
+                vals = [m[f"frost/{key}"] for m in per_group if math.isfinite(m[f"frost/{key}"])]
                 metrics[f"frost/{key}"] = statistics.fmean(vals) if vals else float("nan")
-        metrics["time/step_s"] = self.clock() - start
-        metrics.update(phase)
+        metrics["time/step_s"] = timer.clock() - start
+        metrics.update(phase_metrics(timer))
         return metrics
 
     # ---------------------------------------------------------------------------------------------- validation
@@ -383,16 +279,17 @@ class Trainer:
             gen = torch.Generator(device=self.device).manual_seed(t.seed * 1_000_003 + 17 + n)
             s = self._sample(inst, t.val_samples, gen)
             rewards = self.judge.rewards(inst, s.moves).tolist()
-            texts = [self.tokenizer.decode(m) for m in s.moves.tolist()]
-            begin = self.tokenizer.decode(list(inst.meta.get("begin_ids", inst.judge_prefix)))
+            texts = [self.game.move_text(inst, m) for m in s.moves.tolist()]
             best = max(range(len(rewards)), key=rewards.__getitem__)
+            lengths = _content_lengths(inst, s.moves)
             rows.append(
                 {
                     "mean": statistics.fmean(rewards),
                     "best": rewards[best],
                     "var": statistics.pvariance(rewards),
-                    "entropy": float(s.entropy().mean()),
-                    "copy": copies_beginning(texts[best], begin),
+                    "entropy": float(s.entropy(decision_mask(inst, s.moves)).mean()),
+                    "copy": self.game.copies(inst, texts[best]),
+                    "length": statistics.fmean(float(n) for n in lengths),
                 }
             )
             samples.append(
@@ -412,62 +309,25 @@ class Trainer:
             "val/score_var": statistics.fmean(r["var"] for r in rows),
             "val/token_entropy": statistics.fmean(r["entropy"] for r in rows),
             "val/frac_zero_var": statistics.fmean(r["var"] == 0 for r in rows),
-            "val/frac_copy_begin": statistics.fmean(r["copy"] for r in rows),
+            f"val/frac_{self.game.copy_metric_name}": statistics.fmean(r["copy"] for r in rows),
+            "val/move_tokens_mean": statistics.fmean(r["length"] for r in rows),
         }
 
     # --------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
-        """Write adapter, optimizer, RNG states, step and data position atomically; keep the last few."""
-        from peft import get_peft_model_state_dict
-        from safetensors.torch import save_file
-
-        root = self.run_dir / "checkpoints"
-        root.mkdir(parents=True, exist_ok=True)
-        name = f"step-{self.step:07d}"
-        tmp = root / f".tmp-{name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.player).items()}
-        save_file(adapter, str(tmp / "adapter.safetensors"))
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(
-            {
-                "generator": self.generator.get_state(),
-                "torch": torch.get_rng_state(),
-                "python": random.getstate(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
-            tmp / "rng.pt",
+        """Write a checkpoint (`frost.checkpoint.save`)."""
+        state = checkpoint.TrainingState(step=self.step, cursor=self.cursor.state())
+        return checkpoint.save(
+            self.run_dir, player=self.player, optimizer=self.optimizer, generator=self.generator, state=state
         )
-        (tmp / "state.json").write_text(json.dumps({"step": self.step, "cursor": self.cursor.state()}))
-        final = root / name
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        latest_tmp = root / ".latest.tmp"
-        latest_tmp.write_text(name + "\n")
-        os.replace(latest_tmp, root / "latest")
-        for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-CHECKPOINT_KEEP]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
 
     def load_checkpoint(self) -> None:
         """Restore the latest checkpoint and drop logged records after its step."""
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        root = self.run_dir / "checkpoints"
-        path = root / (root / "latest").read_text().strip()
-        set_peft_model_state_dict(self.player, load_file(str(path / "adapter.safetensors"), device=str(self.device)))
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device))
-        rng = torch.load(path / "rng.pt", weights_only=False)
-        self.generator.set_state(rng["generator"])
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        state = json.loads((path / "state.json").read_text())
-        self.step = state["step"]
-        self.cursor.restore(state["cursor"])
+        state = checkpoint.load(
+            self.run_dir, player=self.player, optimizer=self.optimizer, generator=self.generator, device=self.device
+        )
+        self.step = state.step
+        self.cursor.restore(state.cursor)
         for name in ("metrics.jsonl", "samples.jsonl"):
             log = self.run_dir / name
             if log.is_file():
@@ -526,3 +386,9 @@ class Trainer:
         if self._writer is not None:
             self._writer.close()
         return self.step
+
+
+def _content_lengths(inst: GameInstance, moves: torch.Tensor) -> list[int]:
+    from frost.moves import content_lengths
+
+    return [int(n) for n in content_lengths(inst, moves).tolist()]

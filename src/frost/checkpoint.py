@@ -1,0 +1,170 @@
+"""The one owner of a run folder's checkpoint layout.
+
+    RUN/config.yaml                     the run's whole config (the LoRA shape and the game come from here)
+    RUN/game.yaml                       the game played, as a game file (built-in games too)
+    RUN/checkpoints/latest              the name of the newest checkpoint
+    RUN/checkpoints/step-0000050/       adapter.safetensors, optimizer.pt, rng.pt, state.json
+
+A checkpoint is written to a temporary folder and renamed into place, then `latest` is replaced atomically: a run
+killed at any moment keeps its previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from frost.errors import ConfigError
+
+KEEP = 2
+"""Checkpoints kept per run (older ones are removed)."""
+
+
+def resolve_checkpoint(path: Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint folder) of a run folder (its latest checkpoint) or of one checkpoint folder."""
+    path = Path(path)
+    if (path / "adapter.safetensors").is_file():
+        run_dir = path.parent.parent
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{path}: a checkpoint must sit in RUN/checkpoints/ next to RUN/config.yaml")
+        return run_dir, path
+    latest = path / "checkpoints" / "latest"
+    if not (path / "config.yaml").is_file() or not latest.is_file():
+        raise ConfigError(
+            f"{path} is neither a run folder with a checkpoint (checkpoints/latest) nor a checkpoint folder "
+            "(adapter.safetensors)"
+        )
+    return path, path / "checkpoints" / latest.read_text().strip()
+
+
+def run_config(path: Path) -> Any:
+    """The validated `Config` of a run folder or checkpoint; a game file that moved is replaced by RUN/game.yaml."""
+    from frost.config import config_from_dict
+    from frost.games import is_game_file
+
+    run_dir, _ = resolve_checkpoint(path)
+    values = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    game = values.get("game", {})
+    kind = str(game.get("kind", "infilling"))
+    if is_game_file(kind) and not Path(kind).expanduser().is_file() and (run_dir / "game.yaml").is_file():
+        game["kind"] = str(run_dir / "game.yaml")
+    return config_from_dict(values)
+
+
+def label(path: Path) -> str:
+    """A short name of a run or checkpoint for tables."""
+    run_dir, ckpt = resolve_checkpoint(path)
+    return run_dir.name if run_dir == Path(path) else f"{run_dir.name}/{ckpt.name}"
+
+
+def peft_lora_config(lora: Any) -> Any:
+    """peft's LoraConfig for a run's `lora` section."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_players(runs: list[Path], base: Any) -> Any:
+    """One PeftModel over the shared base weights with each run's adapter (a run folder's latest checkpoint, or a
+    checkpoint folder), named "run0", "run1", ...; each adapter's shape comes from its run's config."""
+    from peft import get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    player = None
+    for i, path in enumerate(runs):
+        name = f"run{i}"
+        lora = peft_lora_config(run_config(path).lora)
+        lora.lora_dropout = 0.0
+        _, ckpt = resolve_checkpoint(path)
+        if player is None:
+            player = get_peft_model(base.model, lora, adapter_name=name)
+        else:
+            player.add_adapter(name, lora)
+        set_peft_model_state_dict(player, load_file(str(ckpt / "adapter.safetensors")), adapter_name=name)
+    assert player is not None
+    player.eval()
+    return player
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint restores besides the adapter and the optimizer."""
+
+    step: int
+    cursor: dict[str, int]
+
+
+def save(
+    run_dir: Path, *, player: Any, optimizer: torch.optim.Optimizer, generator: torch.Generator, state: TrainingState
+) -> Path:
+    """Write adapter, optimizer, RNG states, step and data position atomically; keep the last `KEEP`."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{state.step:07d}"
+    tmp = root / f".tmp-{name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(player).items()}
+    save_file(adapter, str(tmp / "adapter.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(
+        {
+            "generator": generator.get_state(),
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+        tmp / "rng.pt",
+    )
+    (tmp / "state.json").write_text(json.dumps({"step": state.step, "cursor": state.cursor}))
+    final = root / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    latest_tmp = root / ".latest.tmp"
+    latest_tmp.write_text(name + "\n")
+    os.replace(latest_tmp, root / "latest")
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load(
+    run_dir: Path, *, player: Any, optimizer: torch.optim.Optimizer, generator: torch.Generator, device: torch.device
+) -> TrainingState:
+    """Restore the latest checkpoint of a run into `player`, `optimizer` and the RNGs."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    _, path = resolve_checkpoint(run_dir)
+    set_peft_model_state_dict(player, load_file(str(path / "adapter.safetensors"), device=str(device)))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device))
+    rng = torch.load(path / "rng.pt", weights_only=False)
+    generator.set_state(rng["generator"])
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    state = json.loads((path / "state.json").read_text())
+    return TrainingState(step=state["step"], cursor=state["cursor"])
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / "checkpoints" / "latest").is_file()
