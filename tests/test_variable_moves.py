@@ -135,7 +135,7 @@ def test_every_builtin_game_trains_a_step(tmp_path, embedded_tokenizer, game):
                 "val_samples": 2,
                 "val_documents": 2,
                 "run_dir": str(tmp_path),
-            },  # fmt: skip
+            },
         }
     )
     model = make_tiny_llama(vocab=len(embedded_tokenizer), seed=3)
