@@ -482,7 +482,8 @@ def training_markdown(result: dict[str, Any]) -> str:
     """A BENCHMARKS.md section for `bench_training`'s result."""
     gib = 2**30
     lines = [
-        f"Machine: {result['machine']}; model: {result['model']}; B={result['B']}, L={result['L']}; median of "
+        f"Machine: {result['machine']}; model: {result['model']}; game: {result.get('game', 'infilling')}; "
+        f"B={result['B']}, L={result['L']}; median of "
         f"{result['steps_timed']} timed steps after one warm-up (min-max in brackets); measured matmul peak "
         f"{result['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s.",
         "",

@@ -595,7 +595,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     print(sections[-1], flush=True)
                     for name, value in steps["ratios"].items():
                         result["ratios"].setdefault(name, value)
-        write_section(args.out, "training", "\n\n".join(sections))
+        section = "training" if args.game == "infilling" else f"training-{Path(args.game).stem}"
+        write_section(args.out, section, "\n\n".join(sections))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     print(f"\nwritten to {args.out}" + (f" and {args.json}" if args.json else ""))

@@ -176,6 +176,12 @@ class TaylorResult:
         return grid.masked_fill(~self.valid.unsqueeze(-1), float("-inf"))
 
 
+def _pad_cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate [n_i, T_i] chunks along the batch, right-padding each to the widest with zeros (False)."""
+    width = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
+
+
 @dataclass
 class _Batch:
     """The judge's input for a batch of moves of one instance."""
@@ -289,14 +295,8 @@ class Judge:
                 in_move.append(batch.in_move)
                 self.forward_sequences += chunk.shape[0]
                 self.forward_tokens += batch.tokens
-        width = max(t.shape[1] for t in lps)
-
-        def cat(parts: list[torch.Tensor]) -> torch.Tensor:
-            return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])[inverse].clone()
-
-        logprobs = cat(lps)
-        mask = cat(scored)
-        return JudgeScores(logprobs * mask, mask, cat(in_move), inst.sign)
+        mask = _pad_cat(scored)[inverse]
+        return JudgeScores(_pad_cat(lps)[inverse] * mask, mask, _pad_cat(in_move)[inverse], inst.sign)
 
     def rewards(self, inst: GameInstance, moves: torch.Tensor) -> torch.Tensor:
         """[N] exact rewards (nats) of moves [N, L]; identical moves are scored once."""
@@ -360,13 +360,8 @@ class Judge:
                 in_move_parts.append(batch.in_move)
                 self.forward_sequences += n
                 self.forward_tokens += batch.tokens
-        width = max(t.shape[1] for t in lps_parts)
-
-        def cat(parts: list[torch.Tensor]) -> torch.Tensor:
-            return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
-
-        mask_all = cat(scored_parts)
-        scores = JudgeScores(cat(lps_parts) * mask_all, mask_all, cat(in_move_parts), inst.sign)
+        mask_all = _pad_cat(scored_parts)
+        scores = JudgeScores(_pad_cat(lps_parts) * mask_all, mask_all, _pad_cat(in_move_parts), inst.sign)
         return TaylorResult(
             moves=moves,
             scores=scores,

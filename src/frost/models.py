@@ -187,12 +187,10 @@ def forbidden_token_mask(tokenizer: Any, vocab_size: int, device: torch.device |
     These are the tokenizer's special tokens (end-of-text, chat markers, ...) and the padding rows that some models
     have beyond the tokenizer's vocabulary (Qwen3's embedding has 151,936 rows for 151,669 tokens).
     """
+    from frost.games.spec import special_token_ids
+
     mask = torch.zeros(vocab_size, dtype=torch.bool)
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    for token_id, added in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).items():
-        if getattr(added, "special", False):
-            special.add(int(token_id))
-    for token_id in special:
+    for token_id in special_token_ids(tokenizer):
         if 0 <= token_id < vocab_size:
             mask[token_id] = True
     n_tokens = len(tokenizer)

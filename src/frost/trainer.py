@@ -31,7 +31,7 @@ from frost.errors import ConfigError
 from frost.games import GameInstance, build_game, spec_to_yaml
 from frost.judge import Judge
 from frost.models import LoadedModel, forbidden_token_mask, load_model
-from frost.moves import decision_mask
+from frost.moves import content_lengths, decision_mask
 from frost.phases import PhaseTimer
 from frost.sampling import SampledMoves
 from frost.step import GroupRecord, GroupSettings, group_loss, play_group, shared_prefix_sampler
@@ -389,6 +389,4 @@ class Trainer:
 
 
 def _content_lengths(inst: GameInstance, moves: torch.Tensor) -> list[int]:
-    from frost.moves import content_lengths
-
     return [int(n) for n in content_lengths(inst, moves).tolist()]

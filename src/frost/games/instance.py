@@ -206,7 +206,8 @@ def render_prompt(tokenizer: Any, user_text: str, *, use_chat_template: bool = T
     """Token ids of the player's prompt: one user turn through the chat template, ready for the assistant's reply.
 
     `enable_thinking=False` is passed to every template (Qwen3's reads it and closes its think block; others ignore
-    it). Without a chat template (a base model) the fallback is the plain text followed by a blank line and `Answer:`.
+    it). Without a chat template (a base model) the fallback is the plain text followed by a blank line and `Answer:`,
+    after the BOS when the tokenizer starts plain text with one.
     """
     if use_chat_template and getattr(tokenizer, "chat_template", None):
         out = tokenizer.apply_chat_template(
@@ -219,4 +220,6 @@ def render_prompt(tokenizer: Any, user_text: str, *, use_chat_template: bool = T
         if ids and isinstance(ids[0], list):
             ids = ids[0]
         return [int(i) for i in ids]
-    return encode_plain(tokenizer, f"{user_text}\n\nAnswer:")
+    bos = getattr(tokenizer, "bos_token_id", None)
+    start = [int(bos)] if bos is not None and tokenizer("a")["input_ids"][:1] == [bos] else []
+    return start + encode_plain(tokenizer, f"{user_text}\n\nAnswer:")
