@@ -1,8 +1,10 @@
-"""Sample K moves of exactly L tokens from one prefilled prompt, keeping the distributions they were drawn from.
+"""The player's side: sample K moves from one prefilled prompt keeping the distributions they were drawn from, and
+the player's distributions over given moves (for the loss and for moves that were not sampled).
 
-The prompt is run once; its KV cache is repeated for the K samples and L batched decode steps follow. The
-per-position log-distributions that were actually sampled from (after masking the forbidden tokens and applying the
-temperature) are returned, so Frost's probability gate needs no second player pass.
+The prompt is run once; its KV cache is repeated for the K samples and L batched decode steps follow (moves have
+exactly L tokens, or end at a stop token). The per-position log-distributions that were actually sampled from (after
+masking the forbidden tokens and applying the temperature) are returned, so Frost's probability gate needs no second
+player pass.
 """
 
 from __future__ import annotations
