@@ -3,6 +3,7 @@ through a training step; a game file through `frost train`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -140,7 +141,10 @@ def test_every_builtin_game_trains_a_step(tmp_path, embedded_tokenizer, game):
     )
     model = make_tiny_llama(vocab=len(embedded_tokenizer), seed=3)
     base = LoadedModel(model, embedded_tokenizer, "tiny", torch.device("cpu"), torch.float32)
-    Trainer(config, base=base).run(progress=False)
+    unscored = game in ("reverse", "condense", "rlp")  # full-gated then equals taylor-gated, and says so
+    with pytest.warns(UserWarning, match="position term is zero") if unscored else contextlib.nullcontext():
+        trainer = Trainer(config, base=base)
+    trainer.run(progress=False)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     step = next(r for r in records if "reward_mean" in r)
     assert step["reward_mean"] >= step["reward_parents_mean"] - 1e-6

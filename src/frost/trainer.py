@@ -18,6 +18,7 @@ import random
 import shutil
 import signal
 import statistics
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from frost.judge import Judge
 from frost.models import LoadedModel, forbidden_token_mask, load_model
 from frost.moves import content_lengths, decision_mask
 from frost.phases import PhaseTimer
+from frost.rules import get_rule
 from frost.sampling import SampledMoves
 from frost.step import GroupRecord, GroupSettings, group_loss, play_group, shared_prefix_sampler
 
@@ -142,6 +144,13 @@ class Trainer:
             raise ConfigError(
                 f"data: no training documents left after {len(split.validation)} validation ones; "
                 "lower data.validation_size or use more documents"
+            )
+        rule = get_rule(config.frost.rule)
+        if t.algorithm == "frost" and "O" in rule.signals and not self.train_set[0].score_move:
+            warnings.warn(
+                f"frost.rule {rule.name}: the {self.game.name} game does not score the move, so the judge's position "
+                "term is zero; " + ("the rule equals taylor" if "T" in rule.signals else "the rule has no signal"),
+                stacklevel=2,
             )
         params = [p for p in self.player.parameters() if p.requires_grad]
         o = config.optim
