@@ -58,18 +58,18 @@ def test_frost_step_feeds_the_post_replacement_group_to_the_loss(tmp_path, embed
     seen = {"records": [], "loss_inputs": []}
     import frost.step as step_module
 
-    real_step, real_loss = step_module.frost_step, step_module.grpo_loss
+    real_step, real_loss = step_module.frost_step_batch, step_module.grpo_loss
 
     def spy_step(*args, **kwargs):
-        record = real_step(*args, **kwargs)
-        seen["records"].append(record)
-        return record
+        records = real_step(*args, **kwargs)
+        seen["records"].extend(records)
+        return records
 
     def spy_loss(policy, reference, moves, rewards, beta, mask=None):
         seen["loss_inputs"].append((moves.clone(), rewards.clone()))
         return real_loss(policy, reference, moves, rewards, beta, mask=mask)
 
-    monkeypatch.setattr(step_module, "frost_step", spy_step)
+    monkeypatch.setattr(step_module, "frost_step_batch", spy_step)
     monkeypatch.setattr(step_module, "grpo_loss", spy_loss)
     trainer = Trainer(tiny_config(tmp_path, steps=2, val_every=0), base=tiny_base(embedded_tokenizer))
     trainer.run(progress=False)

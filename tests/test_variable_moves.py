@@ -33,7 +33,7 @@ def title_instance(char_tokenizer) -> GameInstance:
 def test_sampling_with_a_stop_token(tiny_model, title_instance):
     inst = title_instance
     masks = move_masks(inst, torch.zeros(97, dtype=torch.bool))
-    sampled = shared_prefix_sampler(tiny_model, inst, 64, masks, 1.5, torch.Generator().manual_seed(0))
+    sampled = shared_prefix_sampler(tiny_model, [inst], 64, [masks], 1.5, torch.Generator().manual_seed(0))[0]
     n = content_lengths(inst, sampled.moves)
     assert int(n.min()) >= 1 and int(n.max()) <= inst.move_length and len(set(n.tolist())) > 1
     for row, length in zip(sampled.moves.tolist(), n.tolist(), strict=True):

@@ -296,10 +296,19 @@ class _SlotMask:
 
 
 def generate_sampler(
-    player: Any, inst: GameInstance, k: int, masks: Any, temperature: float, generator: torch.Generator | None
-) -> Any:
-    """The authors' demo's way to sample a group: `generate` on K copies of the prompt, then a second player pass
-    over the K full sequences for the distributions the gate needs (`frost.step.Sampler`)."""
+    player: Any,
+    insts: Sequence[GameInstance],
+    k: int,
+    masks: Sequence[Any],
+    temperature: float,
+    generator: torch.Generator | None,
+) -> list[Any]:
+    """The authors' demo's way to sample: one text at a time, `generate` on K copies of the prompt, then a second
+    player pass over the K full sequences for the distributions the gate needs (`frost.step.Sampler`)."""
+    return [_generate_group(player, i, k, m, temperature) for i, m in zip(insts, masks, strict=True)]
+
+
+def _generate_group(player: Any, inst: GameInstance, k: int, masks: Any, temperature: float) -> Any:
     from transformers import LogitsProcessorList
 
     from frost.sampling import SampledMoves, player_logprobs
@@ -330,16 +339,17 @@ def generate_sampler(
 
 
 def use_naive_path(trainer: Any) -> None:
-    """Switch a trainer to the naive (the authors' demo's) path: `generate` on K prompt copies and a second player
-    pass for the gate (`generate_sampler`), the judge on one text at a time (parents and children), and the loss
-    over K full prompt+move sequences. Everything else is the trainer's own step."""
+    """Switch a trainer to the naive (the authors' demo's) path: one text at a time in every phase, `generate` on K
+    prompt copies and a second player pass for the gate (`generate_sampler`), the judge one sequence per forward
+    (parents and children), and the loss over K full prompt+move sequences. Everything else is the trainer's own
+    step."""
     import dataclasses as dc
 
     from frost.judge import Judge
 
     trainer.sampler = generate_sampler
     trainer.judge = Judge(trainer.player, batch_size=1, context=trainer.player.disable_adapter)
-    trainer.settings = dc.replace(trainer.settings, shared_prompt=False)
+    trainer.settings = dc.replace(trainer.settings, shared_prompt=False, text_batch=1)
 
 
 def default_arms(k: int, rules: Sequence[str] = ("taylor-gated", "judge-gated"), naive: bool = True) -> list[Arm]:

@@ -115,6 +115,9 @@ class TrainConfig:
     """Moves sampled per text (group size)."""
     batch_size: int = 4
     """Texts per step (the paper: 4)."""
+    micro_batch: int = 0
+    """Texts run together in every phase (sampling, judge, children, loss). 0: automatic, all B on the CPU and on a
+    GPU the most that `frost.memplan` fits in its free memory; 1: one text at a time."""
     steps: int = 100
     beta: float = 0.1
     """KL coefficient."""
@@ -157,6 +160,7 @@ class Config:
         t, g, o, lo = self.train, self.game, self.optim, self.lora
         if t.algorithm not in ALGORITHMS:
             raise ConfigError(f"train.algorithm must be one of {', '.join(ALGORITHMS)}; got {t.algorithm!r}")
+        _at_least("train.micro_batch", self.train.micro_batch, 0)
         for name in ("K", "batch_size", "val_samples"):
             _at_least(f"train.{name}", getattr(t, name), 1)
         for name in ("steps", "val_every", "checkpoint_every", "val_documents"):

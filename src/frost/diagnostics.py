@@ -71,7 +71,7 @@ def selection_rows(
     taus = [tau] if isinstance(tau, int | float) else list(tau)
     base = forbidden if forbidden is not None else torch.zeros(judge.embedding.shape[0], dtype=torch.bool)
     masks = move_masks(inst, base.to(judge.device))
-    sampled = shared_prefix_sampler(player, inst, max(group_sizes), masks, temperature, generator)
+    sampled = shared_prefix_sampler(player, [inst], max(group_sizes), [masks], temperature, generator)[0]
     need_grad = any(get_rule(r).needs_gradient for r in rules)
     taylor_all = judge.taylor(inst, sampled.moves, with_grad=need_grad)
     d_max = max(budgets)

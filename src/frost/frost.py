@@ -336,6 +336,48 @@ def replace_with_scores(
     )
 
 
+def replace_many(
+    judge: Judge,
+    items: list[tuple[GameInstance, torch.Tensor, torch.Tensor, Candidates]],
+    *,
+    rule: str = "",
+    same_path: bool | None = None,
+) -> list[FrostRecord]:
+    """Score the candidates of every text exactly (one batched, deduplicated judge pass over all texts' children)
+    and apply strict-improvement replacement; `items` are (instance, parents [K, L], parent rewards [K], candidates).
+
+    With `same_path` (default: when the judge does not compute in float32/float64, e.g. bf16) the parents that have
+    a child are re-scored in the same pass as their children, so that the strict comparison sees one numeric path:
+    the parents' rewards from the Taylor pass go through `inputs_embeds` with gradients, and in bf16 two kernels can
+    differ by 0.01-0.1 nats, which would let a child "beat" its parent by noise. A child identical to its parent is
+    then the same deduplicated row and can never replace it.
+    """
+    if same_path is None:
+        same_path = judge.dtype not in (torch.float32, torch.float64)
+    queries: list[tuple[GameInstance, torch.Tensor]] = []
+    owners: list[int] = []
+    for n, (inst, parents, _, cands) in enumerate(items):
+        if len(cands):
+            moves = cands.children(parents)
+            if same_path:
+                moves = torch.cat([moves, parents[torch.unique(cands.parent)]])
+            queries.append((inst, moves))
+            owners.append(n)
+    scored = dict(zip(owners, judge.rewards_many(queries), strict=True)) if queries else {}
+    records = []
+    for n, (_, parents, parent_rewards, cands) in enumerate(items):
+        rewards = scored.get(n)
+        if rewards is None:
+            child_rewards = torch.empty(0, device=parents.device)
+        else:
+            child_rewards = rewards[: len(cands)]
+            if same_path:
+                parent_rewards = parent_rewards.clone()
+                parent_rewards[torch.unique(cands.parent)] = rewards[len(cands) :].to(parent_rewards.dtype)
+        records.append(replace_with_scores(parents, parent_rewards, cands, child_rewards, rule=rule))
+    return records
+
+
 def replace(
     judge: Judge,
     inst: GameInstance,
@@ -344,13 +386,61 @@ def replace(
     candidates: Candidates,
     *,
     rule: str = "",
+    same_path: bool | None = None,
 ) -> FrostRecord:
-    """Score the candidates exactly (deduplicated) and apply strict-improvement replacement."""
-    if len(candidates):
-        child_rewards = judge.rewards(inst, candidates.children(parents))
-    else:
-        child_rewards = torch.empty(0, device=parents.device)
-    return replace_with_scores(parents, parent_rewards, candidates, child_rewards, rule=rule)
+    """Score the candidates of one text exactly and apply strict-improvement replacement (`replace_many`)."""
+    return replace_many(judge, [(inst, parents, parent_rewards, candidates)], rule=rule, same_path=same_path)[0]
+
+
+@dataclass
+class FrostInput:
+    """One text's input to a Frost step."""
+
+    inst: GameInstance
+    parents: torch.Tensor
+    """[K, L] the on-policy moves."""
+    player_logprobs: torch.Tensor | None
+    """[K, L, V] the distributions they were sampled from (the gate and the prior); None for rules without them."""
+    forbidden: torch.Tensor | None = None
+    """[V] tokens a move may not contain (`frost.moves.move_masks(inst, ...).content`)."""
+
+
+def frost_step_batch(
+    judge: Judge,
+    texts: list[FrostInput],
+    *,
+    rule: str = "taylor-gated",
+    budget: int = 8,
+    tau: float = 1e-4,
+    generator: torch.Generator | None = None,
+    rank_by: str = "reward",
+    timer: PhaseTimer | None = None,
+    same_path: bool | None = None,
+) -> list[FrostRecord]:
+    """Algorithm 1 lines 3-7 for the B texts of a step: one judge pass over every text's parents (backward only
+    when the rule uses the gradient), selection of D candidates per text, one exact scoring pass over all children,
+    strict-improvement replacement (`replace_many`). Charges the phases `judge_pass`, `select` and `children`."""
+    timer = timer or NoTimer()
+    spec = get_rule(rule)
+    with timer.phase("judge_pass"):
+        taylors = judge.taylor_many([(t.inst, t.parents) for t in texts], with_grad=spec.needs_gradient)
+    with timer.phase("select"):
+        candidates = [
+            select_candidates(
+                spec,
+                taylor,
+                t.player_logprobs,
+                budget,
+                tau=tau,
+                forbidden=t.forbidden,
+                generator=generator,
+                rank_by=rank_by,
+            )
+            for t, taylor in zip(texts, taylors, strict=True)
+        ]
+    with timer.phase("children"):
+        items = [(t.inst, tr.moves, tr.rewards, c) for t, tr, c in zip(texts, taylors, candidates, strict=True)]
+        return replace_many(judge, items, rule=spec.name, same_path=same_path)
 
 
 def frost_step(
@@ -366,20 +456,12 @@ def frost_step(
     generator: torch.Generator | None = None,
     rank_by: str = "reward",
     timer: PhaseTimer | None = None,
+    same_path: bool | None = None,
 ) -> FrostRecord:
-    """Algorithm 1 lines 3-7 for one prompt: one judge pass (backward only when the rule uses the gradient),
-    selection of D candidates, exact scoring, strict-improvement replacement.
-
-    `forbidden` [V] are the tokens a move may not contain (`frost.moves.move_masks(inst, ...).content`); `timer`
-    charges the phases `judge_pass`, `select` and `children`.
-    """
-    timer = timer or NoTimer()
-    spec = get_rule(rule)
-    with timer.phase("judge_pass"):
-        taylor = judge.taylor(inst, parents, with_grad=spec.needs_gradient)
-    with timer.phase("select"):
-        candidates = select_candidates(
-            spec, taylor, player_logprobs, budget, tau=tau, forbidden=forbidden, generator=generator, rank_by=rank_by
-        )
-    with timer.phase("children"):
-        return replace(judge, inst, taylor.moves, taylor.rewards, candidates, rule=spec.name)
+    """Algorithm 1 lines 3-7 for one prompt (`frost_step_batch` with one text): one judge pass, selection of D
+    candidates, exact scoring, strict-improvement replacement."""
+    text = FrostInput(inst, parents, player_logprobs, forbidden)
+    return frost_step_batch(
+        judge, [text], rule=rule, budget=budget, tau=tau, generator=generator, rank_by=rank_by, timer=timer,
+        same_path=same_path,
+    )[0]  # fmt: skip

@@ -51,7 +51,7 @@ def infill(
     prefixes the mutated moves now have. The group never gets worse: replacement only accepts strict improvements.
     """
     masks = move_masks(inst, forbidden)
-    sampled = shared_prefix_sampler(player, inst, K, masks, temperature, generator)
+    sampled = shared_prefix_sampler(player, [inst], K, [masks], temperature, generator)[0]
     moves, dists = sampled.moves, sampled.logprobs
     history: list[FrostRecord] = []
     rewards = judge.rewards(inst, moves)

@@ -182,9 +182,13 @@ def _pad_cat(parts: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
 
 
+Item = tuple[GameInstance, torch.Tensor]
+"""A game instance and moves [N, L] of it: what the judge's batched methods take, one per text."""
+
+
 @dataclass
 class _Batch:
-    """The judge's input for a batch of moves of one instance."""
+    """The judge's input for a chunk of move rows (of one or several instances)."""
 
     ids: torch.Tensor
     """[n, T] token ids, right-padded."""
@@ -193,9 +197,20 @@ class _Batch:
     in_move: torch.Tensor
     """[n, T - first] bool."""
     first: int
-    """The first target position (every earlier token is context only)."""
+    """The first target position of the chunk (every earlier token is context only)."""
+    offsets: list[int]
+    """Per row, its own instance's first target minus `first` (where the row's columns begin)."""
+    ends: list[int]
+    """Per row, its length minus `first` (where the row's columns end)."""
+    starts: torch.Tensor
+    """[n] the position of each row's first move token."""
     tokens: int
     """Real (unpadded) tokens in the batch."""
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for lo in range(0, n, size):
+        yield slice(lo, min(lo + size, n))
 
 
 class Judge:
@@ -229,6 +244,11 @@ class Judge:
         return self.model.get_input_embeddings().weight.device
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the judge's weights (bf16 on a GPU by default)."""
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
     def embedding(self) -> torch.Tensor:
         """The effective input embedding matrix [V, H]: what the model adds to its residual stream for each token.
 
@@ -254,21 +274,30 @@ class Judge:
             )
         return first
 
-    def _batch(self, inst: GameInstance, moves: torch.Tensor) -> _Batch:
-        first = self.first_target(inst)
-        rows = [inst.judge_ids(m) for m in moves.tolist()]
-        lengths = content_lengths(inst, moves).tolist()
-        width = max(len(r) for r in rows)
+    def _batch(self, rows: list[tuple[GameInstance, list[int]]]) -> _Batch:
+        firsts = [self.first_target(inst) for inst, _ in rows]
+        first = min(firsts)
+        ids_rows = [inst.judge_ids(m) for inst, m in rows]
+        width = max(len(r) for r in ids_rows)
         ids = torch.zeros(len(rows), width, dtype=torch.long)
         scored = torch.zeros(len(rows), width, dtype=torch.bool)
         in_move = torch.zeros(len(rows), width, dtype=torch.bool)
-        moved = int(inst.judge_sees_stop)
-        for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
+        for i, ((inst, move), row) in enumerate(zip(rows, ids_rows, strict=True)):
+            n = int(content_lengths(inst, torch.tensor([move]))[0])
             ids[i, : len(row)] = torch.tensor(row)
             scored[i, inst.scored_positions(n)] = True
-            in_move[i, inst.move_start : inst.move_start + n + moved] = True
+            in_move[i, inst.move_start : inst.move_start + n + int(inst.judge_sees_stop)] = True
         dev = self.device
-        return _Batch(ids.to(dev), scored[:, first:].to(dev), in_move[:, first:].to(dev), first, sum(map(len, rows)))
+        return _Batch(
+            ids=ids.to(dev),
+            scored=scored[:, first:].to(dev),
+            in_move=in_move[:, first:].to(dev),
+            first=first,
+            offsets=[f - first for f in firsts],
+            ends=[len(r) - first for r in ids_rows],
+            starts=torch.tensor([inst.move_start for inst, _ in rows], device=dev),
+            tokens=sum(map(len, ids_rows)),
+        )
 
     @contextlib.contextmanager
     def _eval(self) -> Iterator[None]:
@@ -280,98 +309,137 @@ class Judge:
         logits = logits.float()
         return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
-    def score(self, inst: GameInstance, moves: torch.Tensor) -> JudgeScores:
-        """The judge's log-probabilities of every target token of each move [N, L] (identical moves scored once)."""
-        moves = self._check_moves(inst, moves)
-        unique, inverse = torch.unique(moves, dim=0, return_inverse=True)
-        lps, scored, in_move = [], [], []
+    @staticmethod
+    def _by_instance(
+        owners: list[int], n_items: int, parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Regroup per-row (logprobs, scored, in_move) rows, each already aligned to its instance's first target,
+        into one right-padded triple per instance."""
+        out = []
+        for item in range(n_items):
+            rows = [parts[r] for r, owner in enumerate(owners) if owner == item]
+            out.append(tuple(_pad_cat([row[c].unsqueeze(0) for row in rows]) for c in range(3)))
+        return out  # type: ignore[return-value]
+
+    def score_many(self, items: list[Item]) -> list[JudgeScores]:
+        """The judge's log-probabilities of every target token of each text's moves, all texts batched together
+        (`batch_size` rows per forward, right-padded); identical moves of a text are scored once."""
+        checked = [(inst, self._check_moves(inst, moves)) for inst, moves in items]
+        uniques = [torch.unique(moves, dim=0, return_inverse=True) for _, moves in checked]
+        rows = [(n, inst, m) for n, ((inst, _), (u, _)) in enumerate(zip(checked, uniques, strict=True)) for m in
+                u.tolist()]  # fmt: skip
+        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         with torch.inference_mode(), self._eval():
-            for chunk in unique.split(self.batch_size):
-                batch = self._batch(inst, chunk)
+            for chunk in _chunks(len(rows), self.batch_size):
+                batch = self._batch([(inst, m) for _, inst, m in rows[chunk]])
                 keep = batch.ids.shape[1] - batch.first + 1
                 logits = causal_lm_logits(self.model, input_ids=batch.ids, keep=keep)[:, :-1]
-                lps.append(self._target_logprobs(logits, batch.ids[:, batch.first :]))
-                scored.append(batch.scored)
-                in_move.append(batch.in_move)
-                self.forward_sequences += chunk.shape[0]
+                lps = self._target_logprobs(logits, batch.ids[:, batch.first :])
+                for i, (lo, hi) in enumerate(zip(batch.offsets, batch.ends, strict=True)):
+                    parts.append((lps[i, lo:hi], batch.scored[i, lo:hi], batch.in_move[i, lo:hi]))
+                self.forward_sequences += batch.ids.shape[0]
                 self.forward_tokens += batch.tokens
-        mask = _pad_cat(scored)[inverse]
-        return JudgeScores(_pad_cat(lps)[inverse] * mask, mask, _pad_cat(in_move)[inverse], inst.sign)
+        out = []
+        grouped = self._by_instance([r[0] for r in rows], len(items), parts)
+        for (inst, _), (_, inverse), (lps, scored, in_move) in zip(checked, uniques, grouped, strict=True):
+            mask = scored[inverse]
+            out.append(JudgeScores(lps[inverse] * mask, mask, in_move[inverse], inst.sign))
+        return out
+
+    def score(self, inst: GameInstance, moves: torch.Tensor) -> JudgeScores:
+        """The judge's log-probabilities of every target token of each move [N, L] of one text (`score_many`)."""
+        return self.score_many([(inst, moves)])[0]
+
+    def rewards_many(self, items: list[Item]) -> list[torch.Tensor]:
+        """[N] exact rewards (nats) of each text's moves, all texts batched (`score_many`)."""
+        return [s.rewards for s in self.score_many(items)]
 
     def rewards(self, inst: GameInstance, moves: torch.Tensor) -> torch.Tensor:
         """[N] exact rewards (nats) of moves [N, L]; identical moves are scored once."""
         return self.score(inst, moves).rewards
 
-    def taylor(self, inst: GameInstance, moves: torch.Tensor, *, with_grad: bool = True) -> TaylorResult:
-        """One forward+backward over the parents: rewards, gradients to the move embeddings, position terms.
+    def taylor_many(self, items: list[Item], *, with_grad: bool = True) -> list[TaylorResult]:
+        """One forward+backward over the parents of every text (batched together, `batch_size` rows per pass):
+        rewards, gradients to the move embeddings, position terms; one `TaylorResult` per text.
 
         With `with_grad=False` only the forward runs (rules that do not use the gradient term need no backward).
         """
-        moves = self._check_moves(inst, moves)
+        checked = [(inst, self._check_moves(inst, moves)) for inst, moves in items]
+        lengths = {inst.move_length for inst, _ in checked}
+        if len(lengths) != 1:
+            raise ConfigError(f"taylor_many: every text needs one move length; got {sorted(lengths)}")
+        length = lengths.pop()
+        rows = [(n, inst, m) for n, (inst, moves) in enumerate(checked) for m in moves.tolist()]
         emb_layer = self.model.get_input_embeddings()
-        start, length = inst.move_start, inst.move_length
-        lps_parts: list[torch.Tensor] = []
-        scored_parts: list[torch.Tensor] = []
-        in_move_parts: list[torch.Tensor] = []
+        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         grads: list[torch.Tensor] = []
         judge_lps: list[torch.Tensor] = []
+        slots = torch.arange(length, device=self.device).view(1, -1)
         with self._eval():
-            for chunk in moves.split(self.batch_size):
-                n = chunk.shape[0]
-                batch = self._batch(inst, chunk)
-                first, width = batch.first, batch.ids.shape[1]
-                keep = width - first + 1
+            for chunk in _chunks(len(rows), self.batch_size):
+                batch = self._batch([(inst, m) for _, inst, m in rows[chunk]])
+                n, width = batch.ids.shape
+                first = batch.first
                 with torch.no_grad():
                     embeds = emb_layer(batch.ids)
-                window = min(length, width - start)
-                move_emb = embeds[:, start : start + window].clone().requires_grad_(with_grad)
+                embeds.requires_grad_(with_grad)
                 with torch.set_grad_enabled(with_grad):
-                    full_embeds = torch.cat([embeds[:, :start], move_emb, embeds[:, start + window :]], dim=1)
-                    logits = causal_lm_logits(self.model, inputs_embeds=full_embeds, keep=keep)[:, :-1]
+                    logits = causal_lm_logits(self.model, inputs_embeds=embeds, keep=width - first + 1)[:, :-1]
                 targets = batch.ids[:, first:].unsqueeze(-1)
-                mask = batch.scored
                 with torch.no_grad():
                     full = logits.detach().float()
                     lps = self._target_logprobs(full, targets.squeeze(-1))
+                positions = batch.starts.view(-1, 1) + slots  # [n, L] judge positions of the move slots
+                inside = positions < width
                 if with_grad:
                     # d reward / d logits = sign * mask * (one_hot(target) - softmax): one fused softmax instead of
                     # autograd's much slower trip back through logsumexp over the [n, T, V] logits
                     with torch.no_grad():
+                        signs = torch.tensor([float(inst.sign) for _, inst, _ in rows[chunk]], device=self.device)
                         dlogits = torch.softmax(full, dim=-1).neg_()
                         dlogits.scatter_add_(-1, targets, torch.ones_like(targets, dtype=dlogits.dtype))
-                        dlogits.mul_((mask * float(inst.sign)).unsqueeze(-1))
-                    (grad,) = torch.autograd.grad(logits, move_emb, grad_outputs=dlogits.to(logits.dtype))
-                    grad = grad.float()
-                    if window < length:
-                        grad = torch.nn.functional.pad(grad, (0, 0, 0, length - window))
-                    grads.append(grad)
+                        dlogits.mul_((batch.scored * signs.view(-1, 1)).unsqueeze(-1))
+                    (grad,) = torch.autograd.grad(logits, embeds, grad_outputs=dlogits.to(logits.dtype))
+                    index = positions.clamp(max=width - 1).unsqueeze(-1).expand(-1, -1, grad.shape[-1])
+                    grads.append(grad.float().gather(1, index) * inside.unsqueeze(-1))
                     self.backward_sequences += n
                 with torch.no_grad():
-                    if start > 0:
-                        rows = full[:, start - first : start - first + length]
-                        own = torch.log_softmax(rows, dim=-1)
-                        if own.shape[1] < length:
-                            own = torch.nn.functional.pad(own, (0, 0, 0, length - own.shape[1]))
-                        judge_lps.append(own)
-                    else:  # nothing predicts the first move token; no position term
-                        judge_lps.append(torch.zeros(n, length, logits.shape[-1], device=logits.device))
-                lps_parts.append(lps.detach())
-                scored_parts.append(mask)
-                in_move_parts.append(batch.in_move)
+                    # log P_J(. | prefix, y<j) at slot j: logits column c predicts judge position first + c
+                    column = positions - first
+                    has = (column >= 0) & (column < full.shape[1]) & (batch.starts.view(-1, 1) > 0)
+                    index = column.clamp(0, full.shape[1] - 1).unsqueeze(-1).expand(-1, -1, full.shape[-1])
+                    own = torch.log_softmax(full.gather(1, index), dim=-1)
+                    judge_lps.append(own.masked_fill(~has.unsqueeze(-1), 0.0))
+                for i, (lo, hi) in enumerate(zip(batch.offsets, batch.ends, strict=True)):
+                    parts.append((lps[i, lo:hi], batch.scored[i, lo:hi], batch.in_move[i, lo:hi]))
                 self.forward_sequences += n
                 self.forward_tokens += batch.tokens
-        mask_all = _pad_cat(scored_parts)
-        scores = JudgeScores(_pad_cat(lps_parts) * mask_all, mask_all, _pad_cat(in_move_parts), inst.sign)
-        return TaylorResult(
-            moves=moves,
-            scores=scores,
-            grad=torch.cat(grads) if with_grad else None,
-            judge_logprobs=torch.cat(judge_lps),
-            embedding=self.embedding.detach(),
-            move_scored=inst.score_move,
-            valid=content_mask(inst, moves),
-            sign=inst.sign,
-        )
+        owners = [r[0] for r in rows]
+        grouped = self._by_instance(owners, len(items), parts)
+        grad_all = torch.cat(grads) if with_grad else None
+        judge_all = torch.cat(judge_lps)
+        embedding = self.embedding.detach()
+        out, lo = [], 0
+        for (inst, moves), (lps, scored, in_move) in zip(checked, grouped, strict=True):
+            hi = lo + moves.shape[0]
+            out.append(
+                TaylorResult(
+                    moves=moves,
+                    scores=JudgeScores(lps * scored, scored, in_move, inst.sign),
+                    grad=None if grad_all is None else grad_all[lo:hi],
+                    judge_logprobs=judge_all[lo:hi],
+                    embedding=embedding,
+                    move_scored=inst.score_move,
+                    valid=content_mask(inst, moves),
+                    sign=inst.sign,
+                )
+            )
+            lo = hi
+        return out
+
+    def taylor(self, inst: GameInstance, moves: torch.Tensor, *, with_grad: bool = True) -> TaylorResult:
+        """One forward+backward over the parents of one text (`taylor_many`)."""
+        return self.taylor_many([(inst, moves)], with_grad=with_grad)[0]
 
     def _check_moves(self, inst: GameInstance, moves: torch.Tensor) -> torch.Tensor:
         moves = torch.as_tensor(moves, dtype=torch.long, device=self.device)

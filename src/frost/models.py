@@ -205,17 +205,23 @@ def causal_lm_logits(
     input_ids: torch.Tensor | None = None,
     inputs_embeds: torch.Tensor | None = None,
     keep: int,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Logits of the last `keep` positions, [N, keep, V].
 
     Same values as `model(..., logits_to_keep=keep).logits`, but the LM head runs on a contiguous copy of the
     sliced hidden states: on the CPU a head applied to the strided slice goes through a slow batched matmul
     (about 8% of a judge forward on the embedded model). Models with logit soft-capping use the standard path.
+    `attention_mask` and `position_ids` are those of left-padded batches (`frost.sampling.PromptBatch`).
     """
+    extra = {"attention_mask": attention_mask, "position_ids": position_ids}
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     config = getattr(model, "config", None)
     if decoder is None or head is None or getattr(config, "final_logit_softcapping", None):
-        return model(input_ids=input_ids, inputs_embeds=inputs_embeds, logits_to_keep=keep, use_cache=False).logits
-    hidden = decoder(input_ids=input_ids, inputs_embeds=inputs_embeds, use_cache=False).last_hidden_state
+        return model(
+            input_ids=input_ids, inputs_embeds=inputs_embeds, logits_to_keep=keep, use_cache=False, **extra
+        ).logits
+    hidden = decoder(input_ids=input_ids, inputs_embeds=inputs_embeds, use_cache=False, **extra).last_hidden_state
     return head(hidden[:, -keep:].contiguous())

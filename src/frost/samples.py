@@ -51,7 +51,7 @@ def sample_groups(
     groups = []
     for n, inst in enumerate(instances):
         gen = torch.Generator(device=judge.device).manual_seed(seed * 1_000_003 + n)
-        s = shared_prefix_sampler(player, inst, samples, move_masks(inst, forbidden), 1.0, gen)
+        s = shared_prefix_sampler(player, [inst], samples, [move_masks(inst, forbidden)], 1.0, gen)[0]
         scores = judge.score(inst, s.moves)
         move_ce = (-scores.move_logprob).tolist()
         text_ce = (-scores.rest_logprob).tolist()

@@ -1,10 +1,11 @@
-"""The player's side: sample K moves from one prefilled prompt keeping the distributions they were drawn from, and
-the player's distributions over given moves (for the loss and for moves that were not sampled).
+"""The player's side: sample K moves per prompt from one prefilled prompt, keeping the distributions they were drawn
+from, and the player's distributions over given moves (for the loss and for moves that were not sampled).
 
-The prompt is run once; its KV cache is repeated for the K samples and L batched decode steps follow (moves have
-exactly L tokens, or end at a stop token). The per-position log-distributions that were actually sampled from (after
-masking the forbidden tokens and applying the temperature) are returned, so Frost's probability gate needs no second
-player pass.
+Every function takes the B prompts of a step at once. The prompts are left-padded into one batch (an attention mask
+hides the padding and position ids restart at each prompt's first token, so every row computes what it would alone),
+prefilled in one forward, and their KV cache repeated K times; the L decode steps then run all B*K rows together.
+The per-position log-distributions that were actually sampled from (after masking the forbidden tokens and applying
+the temperature) are returned, so Frost's probability gate needs no second player pass.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Any
 import torch
 
 from frost.errors import ConfigError
+
+Ids = Sequence[int] | torch.Tensor
+"""A prompt's token ids."""
 
 
 @dataclass
@@ -59,9 +63,155 @@ def cache_io(model: Any) -> tuple[str, str]:
     return ("cache", "cache") if "cache" in params else ("past_key_values", "past_key_values")
 
 
+def model_device(model: Any) -> torch.device:
+    """The device of a model's input embeddings."""
+    return model.get_input_embeddings().weight.device
+
+
+@dataclass
+class PromptBatch:
+    """Sequences of different lengths, left-padded into one batch."""
+
+    ids: torch.Tensor
+    """[B, P] token ids (padding: 0)."""
+    mask: torch.Tensor | None
+    """[B, P] 1 on real tokens, 0 on padding; None when no row is padded (the model then needs no mask)."""
+    positions: torch.Tensor | None
+    """[B, P] position ids counted from each row's first real token; None when no row is padded."""
+    lengths: list[int]
+
+    @classmethod
+    def build(cls, rows: Sequence[Ids], device: torch.device) -> PromptBatch:
+        """Left-pad `rows` (each non-empty) onto `device`."""
+        tensors = [torch.as_tensor(r, dtype=torch.long).view(-1) for r in rows]
+        if any(t.numel() == 0 for t in tensors):
+            raise ConfigError("the player's prompt is empty")
+        lengths = [t.numel() for t in tensors]
+        width = max(lengths)
+        ids = torch.zeros(len(tensors), width, dtype=torch.long)
+        for i, t in enumerate(tensors):
+            ids[i, width - t.numel() :] = t
+        ids = ids.to(device)
+        if min(lengths) == width:
+            return cls(ids, None, None, lengths)
+        mask = (torch.arange(width).view(1, -1) >= (width - torch.tensor(lengths)).view(-1, 1)).long().to(device)
+        return cls(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), lengths)
+
+    def forward_kwargs(self) -> dict[str, torch.Tensor]:
+        """`input_ids`, and the mask and positions when rows are padded."""
+        kwargs = {"input_ids": self.ids}
+        if self.mask is not None and self.positions is not None:
+            kwargs |= {"attention_mask": self.mask, "position_ids": self.positions}
+        return kwargs
+
+    def continuation(self, repeats: int, new: int) -> dict[str, torch.Tensor]:
+        """Mask and positions for `new` tokens appended to every row repeated `repeats` times (rows of prompt b
+        adjacent: b*repeats .. b*repeats + repeats - 1), continuing from the prefilled cache; empty when unpadded."""
+        if self.mask is None:
+            return {}
+        device = self.ids.device
+        mask = torch.cat(
+            [self.mask.repeat_interleave(repeats, 0), torch.ones(len(self.lengths) * repeats, new, device=device)], 1
+        ).long()
+        start = torch.tensor(self.lengths, device=device).repeat_interleave(repeats).view(-1, 1)
+        return {"attention_mask": mask, "position_ids": start + torch.arange(new, device=device).view(1, -1)}
+
+
+def _row_masks(
+    forbidden: Sequence[torch.Tensor | None] | torch.Tensor | None, n_prompts: int, length: int, device: torch.device
+) -> torch.Tensor | None:
+    """[B, L, V] per-prompt, per-slot masks from a [V] or [L, V] mask per prompt (or one shared mask)."""
+    if forbidden is None:
+        return None
+    masks = [forbidden] * n_prompts if isinstance(forbidden, torch.Tensor) else list(forbidden)
+    if len(masks) != n_prompts:
+        raise ConfigError(f"forbidden: {len(masks)} masks for {n_prompts} prompts")
+    if all(m is None for m in masks):
+        return None
+    vocab = next(m for m in masks if m is not None).shape[-1]
+    out = []
+    for m in masks:
+        if m is None:
+            m = torch.zeros(vocab, dtype=torch.bool)
+        m = m.to(device)
+        if m.dim() == 2 and m.shape[0] != length:
+            raise ConfigError(f"forbidden: per-slot mask has {m.shape[0]} slots for moves of {length}")
+        out.append(m.expand(length, -1) if m.dim() == 1 else m)
+    return torch.stack(out)
+
+
+def _check_sampling(num_moves: int, move_length: int, temperature: float) -> None:
+    if num_moves < 1:
+        raise ConfigError(f"K (moves per prompt) must be >= 1, got {num_moves}")
+    if move_length < 1:
+        raise ConfigError(f"L (move length) must be >= 1, got {move_length}")
+    if not temperature > 0:
+        raise ConfigError(f"sampling.temperature must be > 0, got {temperature}")
+
+
+def sample_moves_batch(
+    model: Any,
+    prompts: Sequence[Ids],
+    num_moves: int,
+    move_length: int,
+    *,
+    temperature: float = 1.0,
+    forbidden: Sequence[torch.Tensor | None] | torch.Tensor | None = None,
+    stop_ids: Sequence[int | None] | None = None,
+    generator: torch.Generator | None = None,
+) -> list[SampledMoves]:
+    """`num_moves` (K) move rows of `move_length` (L) slots after each of the B `prompts`: one prefill of all
+    prompts, their KV cache repeated K times, L decode steps over all B*K rows.
+
+    `forbidden` gives each prompt's tokens that can never be sampled: [V] at every slot, or [L, V] per slot
+    (`frost.moves.move_masks`); one tensor applies to every prompt. Without a stop id (`stop_ids[b]` None) every move
+    has exactly L tokens. With one, a row that samples its stop token has ended: its remaining slots are filled with
+    the stop (they are not sampled, and the distributions kept there mean nothing). `generator` makes the draw
+    reproducible.
+    """
+    _check_sampling(num_moves, move_length, temperature)
+    device = model_device(model)
+    batch = PromptBatch.build(prompts, device)
+    n_prompts, k, rows = len(prompts), num_moves, len(prompts) * num_moves
+    masks = _row_masks(forbidden, n_prompts, move_length, device)
+    stops = list(stop_ids) if stop_ids is not None else [None] * n_prompts
+    if len(stops) != n_prompts:
+        raise ConfigError(f"stop_ids: {len(stops)} stop ids for {n_prompts} prompts")
+    stop_row = torch.tensor([-1 if s is None else s for s in stops], device=device).repeat_interleave(k).view(-1, 1)
+    moves = torch.empty(rows, move_length, dtype=torch.long, device=device)
+    ended = torch.zeros(rows, 1, dtype=torch.bool, device=device)
+    logprob_steps: list[torch.Tensor] = []
+    cache_kw, cache_attr = cache_io(model)
+    with torch.inference_mode():
+        out = model(**batch.forward_kwargs(), use_cache=True, logits_to_keep=1)
+        cache = getattr(out, cache_attr)
+        logits = out.logits[:, -1].repeat_interleave(k, 0)
+        if k > 1:
+            cache.batch_repeat_interleave(k)
+        for j in range(move_length):
+            slot_mask = None if masks is None else masks[:, j].repeat_interleave(k, 0)
+            logprobs = sampling_distribution(logits, slot_mask, temperature)
+            logprob_steps.append(logprobs)
+            token = torch.multinomial(logprobs.exp(), 1, generator=generator)
+            token = torch.where(ended, stop_row, token)
+            ended |= (token == stop_row) & (stop_row >= 0)
+            moves[:, j] = token.squeeze(1)
+            if j + 1 < move_length:
+                step = batch.continuation(k, j + 1)
+                if step:
+                    step["position_ids"] = step["position_ids"][:, -1:]
+                out = model(input_ids=token, use_cache=True, logits_to_keep=1, **{cache_kw: cache}, **step)
+                logits = out.logits[:, -1]
+    dists = torch.stack(logprob_steps, dim=1)
+    return [
+        SampledMoves(moves=moves[b * k : (b + 1) * k].clone(), logprobs=dists[b * k : (b + 1) * k].clone())
+        for b in range(n_prompts)
+    ]
+
+
 def sample_moves(
     model: Any,
-    prompt_ids: Sequence[int] | torch.Tensor,
+    prompt_ids: Ids,
     num_moves: int,
     move_length: int,
     *,
@@ -70,95 +220,84 @@ def sample_moves(
     stop_id: int | None = None,
     generator: torch.Generator | None = None,
 ) -> SampledMoves:
-    """Sample `num_moves` (K) move rows of `move_length` (L) slots after `prompt_ids`.
+    """K moves after one prompt (`sample_moves_batch` with B = 1)."""
+    return sample_moves_batch(
+        model, [prompt_ids], num_moves, move_length, temperature=temperature, forbidden=[forbidden],
+        stop_ids=[stop_id], generator=generator,
+    )[0]  # fmt: skip
 
-    `forbidden` is a boolean mask of tokens that can never be sampled: [V] at every slot, or [L, V] per slot
-    (`frost.moves.move_masks`). Without `stop_id` every move has exactly L tokens. With it, a row that samples the
-    stop token has ended: its remaining slots are filled with the stop (they are not sampled, and the distributions
-    kept there mean nothing). `generator` makes the draw reproducible.
+
+def policy_distributions_batch(
+    model: Any,
+    prompts: Sequence[Ids],
+    moves: Sequence[torch.Tensor],
+    *,
+    temperature: float = 1.0,
+    forbidden: Sequence[torch.Tensor | None] | torch.Tensor | None = None,
+    shared_prompt: bool = True,
+) -> list[torch.Tensor]:
+    """[K, L, V] log pi(. | P_b, y_k<j) at each move slot of each prompt's moves (differentiable when grad is
+    enabled); every prompt has the same K and L.
+
+    The distribution is the one moves are sampled from (`forbidden` per prompt, [V] or [L, V], temperature). With
+    `shared_prompt` the B prompts are encoded once and their KV cache (with its autograd history) repeated for the K
+    moves, so a step runs sum(P_b) + B*K*L tokens through the player instead of K*sum(P_b + L): the same values and
+    gradients as B*K full sequences (without LoRA dropout, which would then share one mask across a group).
     """
-    if num_moves < 1:
-        raise ConfigError(f"K (moves per prompt) must be >= 1, got {num_moves}")
-    if move_length < 1:
-        raise ConfigError(f"L (move length) must be >= 1, got {move_length}")
-    if not temperature > 0:
-        raise ConfigError(f"sampling.temperature must be > 0, got {temperature}")
-    device = model.get_input_embeddings().weight.device
-    prompt = torch.as_tensor(prompt_ids, dtype=torch.long, device=device).view(1, -1)
-    if prompt.shape[1] == 0:
-        raise ConfigError("the player's prompt is empty")
-    if forbidden is not None:
-        forbidden = forbidden.to(device)
-        if forbidden.dim() == 2 and forbidden.shape[0] != move_length:
-            raise ConfigError(f"forbidden: per-slot mask has {forbidden.shape[0]} slots for moves of {move_length}")
-    moves = torch.empty(num_moves, move_length, dtype=torch.long, device=device)
-    ended = torch.zeros(num_moves, dtype=torch.bool, device=device)
-    logprob_steps: list[torch.Tensor] = []
-    cache_kw, cache_attr = cache_io(model)
-    with torch.inference_mode():
-        out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-        cache = getattr(out, cache_attr)
-        logits = out.logits[:, -1].expand(num_moves, -1)
-        if num_moves > 1:
-            cache.batch_repeat_interleave(num_moves)
-        for j in range(move_length):
-            mask = forbidden[j] if forbidden is not None and forbidden.dim() == 2 else forbidden
-            logprobs = sampling_distribution(logits, mask, temperature)
-            logprob_steps.append(logprobs)
-            token = torch.multinomial(logprobs.exp(), 1, generator=generator)
-            if stop_id is not None:
-                token = torch.where(ended.view(-1, 1), torch.full_like(token, stop_id), token)
-                ended |= token.squeeze(1) == stop_id
-            moves[:, j] = token.squeeze(1)
-            if j + 1 < move_length:
-                out = model(input_ids=token, use_cache=True, logits_to_keep=1, **{cache_kw: cache})
-                logits = out.logits[:, -1]
-    return SampledMoves(moves=moves.clone(), logprobs=torch.stack(logprob_steps, dim=1).clone())
+    from frost.models import causal_lm_logits
+
+    device = model_device(model)
+    if len(moves) != len(prompts):
+        raise ConfigError(f"{len(moves)} move groups for {len(prompts)} prompts")
+    groups = [torch.as_tensor(m, dtype=torch.long, device=device) for m in moves]
+    shapes = {tuple(g.shape) for g in groups}
+    if len(shapes) != 1:
+        raise ConfigError(f"every prompt needs moves of one shape [K, L]; got {sorted(shapes)}")
+    k, length = groups[0].shape
+    all_moves = torch.cat(groups)
+    masks = _row_masks(forbidden, len(prompts), length, device)
+    row_masks = None if masks is None else masks.repeat_interleave(k, 0)
+    if not shared_prompt:
+        rows = [torch.cat([torch.as_tensor(p, dtype=torch.long, device=device).view(-1), m]) for p, g in
+                zip(prompts, groups, strict=True) for m in g]  # fmt: skip
+        full = PromptBatch.build(rows, device)
+        logits = causal_lm_logits(model, **full.forward_kwargs(), keep=length + 1)[:, :-1]
+    else:
+        batch = PromptBatch.build(prompts, device)
+        cache_kw, cache_attr = cache_io(model)
+        out = model(**batch.forward_kwargs(), use_cache=True, logits_to_keep=1)
+        first = out.logits[:, -1:].repeat_interleave(k, 0)
+        if length == 1:
+            logits = first
+        else:
+            cache = getattr(out, cache_attr)
+            if k > 1:
+                cache.batch_repeat_interleave(k)
+            step = batch.continuation(k, length - 1)
+            rest = model(input_ids=all_moves[:, :-1], use_cache=True, **{cache_kw: cache}, **step).logits
+            logits = torch.cat([first, rest], dim=1)
+    dists = sampling_distribution(logits, row_masks, temperature)
+    return list(dists.split(k))
 
 
 def policy_distributions(
     model: Any,
-    prompt_ids: Sequence[int] | torch.Tensor,
+    prompt_ids: Ids,
     moves: torch.Tensor,
     *,
     temperature: float = 1.0,
     forbidden: torch.Tensor | None = None,
     shared_prompt: bool = True,
 ) -> torch.Tensor:
-    """[K, L, V] log pi(. | P, y_k<j) at each move slot (differentiable when grad is enabled).
-
-    The distribution is the one moves are sampled from (`forbidden` [V] or [L, V] masked, temperature). With
-    `shared_prompt` the prompt is encoded once and its KV cache (with its autograd history) is repeated for the K
-    moves, so a step runs P + K*L tokens through the player instead of K*(P + L): the same values and gradients as
-    K full sequences (without LoRA dropout, which would then share one mask across the group).
-    """
-    from frost.models import causal_lm_logits
-
-    device = model.get_input_embeddings().weight.device
-    moves = torch.as_tensor(moves, dtype=torch.long, device=device)
-    if forbidden is not None:
-        forbidden = forbidden.to(device)
-    k, length = moves.shape
-    prompt = torch.as_tensor(prompt_ids, dtype=torch.long, device=device).view(1, -1)
-    if not shared_prompt:
-        ids = torch.cat([prompt.expand(k, -1), moves], dim=1)
-        logits = causal_lm_logits(model, input_ids=ids, keep=length + 1)[:, :-1]
-        return sampling_distribution(logits, forbidden, temperature)
-    cache_kw, cache_attr = cache_io(model)
-    out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-    first = out.logits[:, -1:].expand(k, 1, -1)
-    if length == 1:
-        return sampling_distribution(first, forbidden, temperature)
-    cache = getattr(out, cache_attr)
-    if k > 1:
-        cache.batch_repeat_interleave(k)
-    rest = model(input_ids=moves[:, :-1], use_cache=True, **{cache_kw: cache}).logits
-    return sampling_distribution(torch.cat([first, rest], dim=1), forbidden, temperature)
+    """[K, L, V] log pi(. | P, y_k<j) for one prompt (`policy_distributions_batch` with B = 1)."""
+    return policy_distributions_batch(
+        model, [prompt_ids], [moves], temperature=temperature, forbidden=[forbidden], shared_prompt=shared_prompt
+    )[0]
 
 
 def player_logprobs(
     model: Any,
-    prompt_ids: Sequence[int] | torch.Tensor,
+    prompt_ids: Ids,
     moves: torch.Tensor,
     *,
     temperature: float = 1.0,

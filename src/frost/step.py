@@ -1,28 +1,32 @@
-"""One group of a training step, the same code for GRPO and Frost-GRPO, for training, the bench and the analyses.
+"""One training step over B texts, the same code for GRPO and Frost-GRPO, for training, the bench and the analyses.
 
-`play_group` samples K moves for one game instance and scores them: GRPO keeps them (one judge forward), Frost runs
-`frost.frost_step` (Algorithm 1 lines 3-7: one judge pass, proposal, exact scoring, strict-improvement replacement).
-`group_loss` back-propagates the GRPO loss of the (replaced) group into the player's adapter. Both charge their
-phases to a `PhaseTimer` passed in (sample, judge_pass, select, children, policy, reference) and return typed
-records; the trainer only adds the optimiser, logging and checkpoints.
+`play_step` samples K moves for each of the step's texts and scores them: GRPO keeps them (one judge forward),
+Frost runs `frost.frost_step_batch` (Algorithm 1 lines 3-7: one judge pass, proposal, exact scoring, strict-improvement
+replacement). `step_loss` back-propagates the GRPO loss of the (replaced) groups into the player's adapter. Every
+phase runs `GroupSettings.text_batch` texts at once (all of them by default): one prefill and one batched decode for
+their prompts, one judge pass over all parents, one over all children, one policy and one reference pass. Both charge
+their phases to a `PhaseTimer` passed in (sample, judge_pass, select, children, policy, reference) and return typed
+records; the trainer only adds the optimiser, logging and checkpoints. `play_group` / `group_loss` are the same for
+one text.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 
-from frost.frost import FrostRecord, frost_step
+from frost.errors import ConfigError
+from frost.frost import FrostInput, FrostRecord, frost_step_batch
 from frost.games import GameInstance
 from frost.grpo import LossTerms, grpo_loss
 from frost.judge import Judge
 from frost.moves import MoveMasks, decision_mask, move_masks
 from frost.phases import NoTimer, PhaseTimer
-from frost.sampling import SampledMoves, policy_distributions, sample_moves
+from frost.sampling import SampledMoves, policy_distributions_batch, sample_moves_batch
 
 ALGORITHMS = ("grpo", "frost")
 
@@ -49,41 +53,58 @@ class GroupSettings:
     """KL coefficient."""
     shared_prompt: bool = True
     """Encode the prompt once for the group in the loss (False: K full sequences, the naive path)."""
+    text_batch: int = 0
+    """Texts run together in each phase (0: all the texts of the step; 1: one at a time)."""
 
 
 class Sampler(Protocol):
-    """How a group's moves are drawn: (player, instance, K, masks, temperature, generator) -> SampledMoves."""
+    """How the moves of several texts are drawn: (player, instances, K, masks per text, temperature, generator) ->
+    one `SampledMoves` per text."""
 
     def __call__(
         self,
         player: Any,
-        inst: GameInstance,
+        insts: Sequence[GameInstance],
         k: int,
-        masks: MoveMasks,
+        masks: Sequence[MoveMasks],
         temperature: float,
         generator: torch.Generator | None,
-    ) -> SampledMoves: ...
+    ) -> list[SampledMoves]: ...
 
 
 def shared_prefix_sampler(
     player: Any,
-    inst: GameInstance,
+    insts: Sequence[GameInstance],
     k: int,
-    masks: MoveMasks,
+    masks: Sequence[MoveMasks],
     temperature: float,
     generator: torch.Generator | None,
-) -> SampledMoves:
-    """K moves from one prefilled prompt (`frost.sampling.sample_moves`)."""
-    return sample_moves(
+) -> list[SampledMoves]:
+    """K moves per text from one prefill of all the prompts and batched decoding
+    (`frost.sampling.sample_moves_batch`)."""
+    lengths = {inst.move_length for inst in insts}
+    if len(lengths) != 1:
+        raise ConfigError(f"texts sampled together need one move length; got {sorted(lengths)}")
+    return sample_moves_batch(
         player,
-        inst.prompt_ids,
+        [inst.prompt_ids for inst in insts],
         k,
-        inst.move_length,
+        lengths.pop(),
         temperature=temperature,
-        forbidden=masks.sampling,
-        stop_id=inst.stop_id,
+        forbidden=[m.sampling for m in masks],
+        stop_ids=[inst.stop_id for inst in insts],
         generator=generator,
     )
+
+
+T = TypeVar("T")
+
+
+def text_chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    """`items` in runs of `size` (0: one run of all)."""
+    size = size or max(1, len(items))
+    for lo in range(0, len(items), size):
+        yield list(items[lo : lo + size])
 
 
 @dataclass
@@ -123,6 +144,67 @@ class GroupRecord:
         return out
 
 
+def play_step(
+    player: Any,
+    judge: Judge,
+    insts: Sequence[GameInstance],
+    settings: GroupSettings,
+    *,
+    base_forbidden: torch.Tensor,
+    generator: torch.Generator | None = None,
+    timer: PhaseTimer | None = None,
+    sampler: Sampler = shared_prefix_sampler,
+) -> list[GroupRecord]:
+    """Sample K moves for each text and score them: GRPO keeps them, Frost proposes and replaces
+    (`frost_step_batch`); `settings.text_batch` texts at a time."""
+    timer = timer or NoTimer()
+    records: list[GroupRecord] = []
+    for chunk in text_chunks(insts, settings.text_batch):
+        masks = [move_masks(inst, base_forbidden) for inst in chunk]
+        judge_tokens = judge.forward_tokens
+        with timer.phase("sample"):
+            sampled = sampler(player, chunk, settings.K, masks, settings.temperature, generator)
+        frost: list[FrostRecord | None]
+        if settings.algorithm == "frost":
+            texts = [
+                FrostInput(i, s.moves, s.logprobs, m.content) for i, s, m in zip(chunk, sampled, masks, strict=True)
+            ]
+            frost = list(
+                frost_step_batch(
+                    judge,
+                    texts,
+                    rule=settings.rule,
+                    budget=settings.budget,
+                    tau=settings.tau,
+                    generator=generator,
+                    rank_by=settings.rank_by,
+                    timer=timer,
+                )
+            )
+            results = [(r.moves, r.rewards, r.parent_rewards) for r in frost if r is not None]
+        else:
+            with timer.phase("judge_pass"):
+                scored = judge.rewards_many([(i, s.moves) for i, s in zip(chunk, sampled, strict=True)])
+            frost = [None] * len(chunk)
+            results = [(s.moves, r, r) for s, r in zip(sampled, scored, strict=True)]
+        judge_share = (judge.forward_tokens - judge_tokens) // len(chunk)
+        for inst, s, m, f, (moves, rewards, parents) in zip(chunk, sampled, masks, frost, results, strict=True):
+            records.append(
+                GroupRecord(
+                    inst=inst,
+                    sampled=s,
+                    moves=moves,
+                    rewards=rewards,
+                    parent_rewards=parents,
+                    masks=m,
+                    frost=f,
+                    player_fwd_seqs=settings.K,
+                    tokens=len(inst.prompt_ids) + settings.K * inst.move_length + judge_share,
+                )
+            )
+    return records
+
+
 def play_group(
     player: Any,
     judge: Judge,
@@ -134,34 +216,58 @@ def play_group(
     timer: PhaseTimer | None = None,
     sampler: Sampler = shared_prefix_sampler,
 ) -> GroupRecord:
-    """Sample K moves and score them: GRPO keeps them, Frost proposes and replaces (`frost_step`)."""
+    """`play_step` for one text."""
+    return play_step(
+        player, judge, [inst], settings, base_forbidden=base_forbidden, generator=generator, timer=timer,
+        sampler=sampler,
+    )[0]  # fmt: skip
+
+
+def step_loss(
+    player: Any,
+    records: Sequence[GroupRecord],
+    settings: GroupSettings,
+    *,
+    reference: Callable[[], contextlib.AbstractContextManager[Any]],
+    scale: float = 1.0,
+    timer: PhaseTimer | None = None,
+) -> list[LossTerms]:
+    """The GRPO loss of each group (policy forward with gradient, reference forward under `reference`, e.g. the
+    adapter switched off), `settings.text_batch` texts per pass, each group's loss back-propagated times `scale`
+    (1/B for a step's mean). Fills `record.loss`."""
     timer = timer or NoTimer()
-    masks = move_masks(inst, base_forbidden)
-    judge_tokens = judge.forward_tokens
-    with timer.phase("sample"):
-        sampled = sampler(player, inst, settings.K, masks, settings.temperature, generator)
-    record: FrostRecord | None = None
-    if settings.algorithm == "frost":
-        record = frost_step(
-            judge, inst, sampled.moves, sampled.logprobs, rule=settings.rule, budget=settings.budget,
-            tau=settings.tau, forbidden=masks.content, generator=generator, rank_by=settings.rank_by, timer=timer,
-        )  # fmt: skip
-        moves, rewards, parent_rewards = record.moves, record.rewards, record.parent_rewards
-    else:
-        with timer.phase("judge_pass"):
-            rewards = judge.rewards(inst, sampled.moves)
-        moves, parent_rewards = sampled.moves, rewards
-    return GroupRecord(
-        inst=inst,
-        sampled=sampled,
-        moves=moves,
-        rewards=rewards,
-        parent_rewards=parent_rewards,
-        masks=masks,
-        frost=record,
-        player_fwd_seqs=settings.K,
-        tokens=len(inst.prompt_ids) + settings.K * inst.move_length + judge.forward_tokens - judge_tokens,
-    )
+    out: list[LossTerms] = []
+    for chunk in text_chunks(records, settings.text_batch):
+        prompts = [r.inst.prompt_ids for r in chunk]
+        moves = [r.moves for r in chunk]
+        kwargs: dict[str, Any] = {
+            "temperature": settings.temperature,
+            "forbidden": [r.masks.sampling for r in chunk],
+            "shared_prompt": settings.shared_prompt,
+        }
+        with timer.phase("policy"):
+            player.train()
+            try:
+                policy = policy_distributions_batch(player, prompts, moves, **kwargs)
+            finally:
+                player.eval()
+        with timer.phase("reference"), torch.no_grad(), reference():
+            ref = policy_distributions_batch(player, prompts, moves, **kwargs)
+        with timer.phase("policy"):
+            terms = [
+                grpo_loss(p, q, r.moves, r.rewards, settings.beta, mask=decision_mask(r.inst, r.moves))
+                for p, q, r in zip(policy, ref, chunk, strict=True)
+            ]
+            (torch.stack([t.loss for t in terms]).sum() * scale).backward()
+        for record, t in zip(chunk, terms, strict=True):
+            k, inst = record.moves.shape[0], record.inst
+            record.loss = t
+            record.player_fwd_seqs += 2 * k
+            record.player_bwd_seqs += k
+            prompt_tokens = len(inst.prompt_ids) * (1 if settings.shared_prompt else k)
+            record.tokens += 2 * (prompt_tokens + k * inst.move_length)
+        out.extend(terms)
+    return out
 
 
 def group_loss(
@@ -173,30 +279,5 @@ def group_loss(
     scale: float = 1.0,
     timer: PhaseTimer | None = None,
 ) -> LossTerms:
-    """The GRPO loss of a group (policy forward with gradient, reference forward under `reference`, e.g. the
-    adapter switched off), back-propagated times `scale` (1/B for a step's mean). Fills `record.loss`."""
-    timer = timer or NoTimer()
-    inst, moves = record.inst, record.moves
-    kwargs = {
-        "temperature": settings.temperature,
-        "forbidden": record.masks.sampling,
-        "shared_prompt": settings.shared_prompt,
-    }
-    with timer.phase("policy"):
-        player.train()
-        try:
-            policy = policy_distributions(player, inst.prompt_ids, moves, **kwargs)  # type: ignore[arg-type]
-        finally:
-            player.eval()
-    with timer.phase("reference"), torch.no_grad(), reference():
-        ref = policy_distributions(player, inst.prompt_ids, moves, **kwargs)  # type: ignore[arg-type]
-    with timer.phase("policy"):
-        terms = grpo_loss(policy, ref, moves, record.rewards, settings.beta, mask=decision_mask(inst, moves))
-        (terms.loss * scale).backward()
-    k = moves.shape[0]
-    record.loss = terms
-    record.player_fwd_seqs += 2 * k
-    record.player_bwd_seqs += k
-    prompt_tokens = len(inst.prompt_ids) * (1 if settings.shared_prompt else k)
-    record.tokens += 2 * (prompt_tokens + k * inst.move_length)
-    return terms
+    """`step_loss` for one group."""
+    return step_loss(player, [record], settings, reference=reference, scale=scale, timer=timer)[0]

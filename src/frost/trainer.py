@@ -1,9 +1,10 @@
 """The training loop: GRPO and Frost-GRPO (Algorithm 1, §3.4), validation, compute accounting, checkpoints, resume.
 
-One step takes B texts. For each: sample K moves from one prefilled prompt (keeping the player's distributions);
-GRPO scores them with one judge forward; Frost runs one judge forward+backward, proposes D children with the
-selection rule, scores them exactly and replaces parents by strictly better children. The GRPO loss of the (replaced)
-group is back-propagated into the LoRA adapter; after the B texts, one AdamW step.
+One step takes B texts (`frost.step`, all texts batched in every phase, `train.micro_batch` at a time): sample K
+moves per text from one prefill of the prompts (keeping the player's distributions); GRPO scores them with one judge
+forward; Frost runs one judge forward+backward, proposes D children per text with the selection rule, scores them
+exactly and replaces parents by strictly better children. The GRPO loss of the (replaced) groups is back-propagated
+into the LoRA adapter; then one AdamW step.
 
 The judge and the KL reference are the frozen base model. When the judge is the player's base, they are the same
 weights with the adapter switched off: no second copy is loaded.
@@ -36,7 +37,7 @@ from frost.moves import content_lengths, decision_mask
 from frost.phases import PhaseTimer
 from frost.rules import get_rule
 from frost.sampling import SampledMoves
-from frost.step import GroupRecord, GroupSettings, group_loss, play_group, shared_prefix_sampler
+from frost.step import GroupRecord, GroupSettings, play_step, shared_prefix_sampler, step_loss, text_chunks
 
 PHASES = (
     "time/sample_s",
@@ -97,6 +98,31 @@ class DataCursor:
     def restore(self, state: dict[str, int]) -> None:
         self.epoch, self.index = state["epoch"], state["index"]
         self._shuffle()
+
+
+def auto_micro_batch(config: Config, player: Any, inst: GameInstance, device: torch.device) -> int:
+    """Texts per pass when `train.micro_batch` is 0: all B on the CPU; on a GPU the largest m <= B whose
+    `frost.memplan` estimate (with the model's shape, the run's K, L, D and LoRA rank, this game's prompt and judge
+    lengths) fits in 90% of the memory free now plus what the plan counts that is already allocated (base weights,
+    LoRA parameters)."""
+    t = config.train
+    if device.type != "cuda":
+        return t.batch_size
+    from frost.memplan import ModelShape, memory_plan
+
+    base = player.get_base_model() if hasattr(player, "get_base_model") else player
+    shape = ModelShape.from_config(base.config)
+    free = torch.cuda.mem_get_info(device)[0] * 0.9
+    dtype_bytes = torch.finfo(base.get_input_embeddings().weight.dtype).bits // 8
+    for m in range(t.batch_size, 0, -1):
+        plan = memory_plan(
+            shape, lora_rank=config.lora.rank, K=t.K, L=inst.move_length, prompt_tokens=len(inst.prompt_ids) + 16,
+            judge_tokens=inst.max_judge_length, B=t.batch_size, D=config.budget, dtype_bytes=dtype_bytes,
+            micro_batch=m, judge_batch_size=config.model.judge_batch_size,
+        )  # fmt: skip
+        if plan.peak - plan.persistent["base_weights"] - plan.persistent["lora_params"] <= free:
+            return m
+    return 1
 
 
 class Trainer:
@@ -165,6 +191,7 @@ class Trainer:
         self.settings = GroupSettings(
             algorithm=t.algorithm, K=t.K, rule=config.frost.rule, budget=config.budget, tau=config.frost.tau,
             rank_by=config.frost.rank_by, temperature=t.temperature, beta=t.beta,
+            text_batch=t.micro_batch or auto_micro_batch(config, self.player, self.train_set[0], self.device),
         )  # fmt: skip
         self.sampler = shared_prefix_sampler
         if resume:
@@ -212,28 +239,28 @@ class Trainer:
             self._writer.flush()
 
     # ------------------------------------------------------------------------------------------------ one step
-    def _sample(self, inst: GameInstance, k: int, generator: torch.Generator) -> SampledMoves:
-        """K on-policy moves for one text from the current player, with their sampling distributions."""
+    def _sample(self, insts: list[GameInstance], k: int, generator: torch.Generator) -> list[SampledMoves]:
+        """K on-policy moves per text from the current player, with their sampling distributions."""
         from frost.moves import move_masks
 
-        masks = move_masks(inst, self.forbidden)
-        return self.sampler(self.player, inst, k, masks, self.config.train.temperature, generator)
+        masks = [move_masks(inst, self.forbidden) for inst in insts]
+        return self.sampler(self.player, insts, k, masks, self.config.train.temperature, generator)
 
     def clock(self) -> float:
         """Wall time in seconds, after the device's queued work has finished (phase timings on GPU)."""
         return PhaseTimer(self.device).clock()
 
-    def train_group(self, inst: GameInstance, timer: PhaseTimer) -> GroupRecord:
-        """One text's group: `step.play_group` then `step.group_loss` (the gradient is accumulated, 1/B)."""
-        record = play_group(
-            self.player, self.judge, inst, self.settings, base_forbidden=self.forbidden, generator=self.generator,
+    def train_groups(self, insts: list[GameInstance], timer: PhaseTimer) -> list[GroupRecord]:
+        """The step's groups: `step.play_step` then `step.step_loss` (the gradient is accumulated, 1/B)."""
+        records = play_step(
+            self.player, self.judge, insts, self.settings, base_forbidden=self.forbidden, generator=self.generator,
             timer=timer, sampler=self.sampler,
         )  # fmt: skip
-        group_loss(
-            self.player, record, self.settings, reference=self.player.disable_adapter,
+        step_loss(
+            self.player, records, self.settings, reference=self.player.disable_adapter,
             scale=1.0 / self.config.train.batch_size, timer=timer,
         )  # fmt: skip
-        return record
+        return records
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step over B texts; returns its metrics."""
@@ -241,7 +268,7 @@ class Trainer:
         timer = PhaseTimer(self.device)
         start = timer.clock()
         fwd0, bwd0 = self.judge.forward_sequences, self.judge.backward_sequences
-        groups = [self.train_group(self.train_set[i], timer) for i in self.cursor.take(t.batch_size)]
+        groups = self.train_groups([self.train_set[i] for i in self.cursor.take(t.batch_size)], timer)
         with timer.phase("optim"):
             params = [p for p in self.player.parameters() if p.requires_grad]
             max_norm = self.config.optim.max_grad_norm
@@ -284,30 +311,32 @@ class Trainer:
         """Sample `val_samples` moves per validation text under the current player and score them exactly."""
         t = self.config.train
         rows, samples = [], []
-        for n, inst in enumerate(self.validation):
-            gen = torch.Generator(device=self.device).manual_seed(t.seed * 1_000_003 + 17 + n)
-            s = self._sample(inst, t.val_samples, gen)
-            rewards = self.judge.rewards(inst, s.moves).tolist()
-            texts = [self.game.move_text(inst, m) for m in s.moves.tolist()]
-            best = max(range(len(rewards)), key=rewards.__getitem__)
-            lengths = _content_lengths(inst, s.moves)
-            rows.append(
-                {
-                    "mean": statistics.fmean(rewards),
-                    "best": rewards[best],
-                    "var": statistics.pvariance(rewards),
-                    "entropy": float(s.entropy(decision_mask(inst, s.moves)).mean()),
-                    "copy": self.game.copies(inst, texts[best]),
-                    "length": statistics.fmean(float(n) for n in lengths),
-                }
-            )
-            samples.append(
-                {
-                    "step": self.step,
-                    "doc": inst.source,
-                    "moves": [{"text": x, "reward": r} for x, r in zip(texts, rewards, strict=True)],
-                }
-            )
+        gen = torch.Generator(device=self.device).manual_seed(t.seed * 1_000_003 + 17)
+        for chunk in text_chunks(self.validation, self.settings.text_batch):
+            sampled = self._sample(chunk, t.val_samples, gen)
+            all_rewards = self.judge.rewards_many([(inst, s.moves) for inst, s in zip(chunk, sampled, strict=True)])
+            for inst, s, reward_tensor in zip(chunk, sampled, all_rewards, strict=True):
+                rewards = reward_tensor.tolist()
+                texts = [self.game.move_text(inst, m) for m in s.moves.tolist()]
+                best = max(range(len(rewards)), key=rewards.__getitem__)
+                lengths = _content_lengths(inst, s.moves)
+                rows.append(
+                    {
+                        "mean": statistics.fmean(rewards),
+                        "best": rewards[best],
+                        "var": statistics.pvariance(rewards),
+                        "entropy": float(s.entropy(decision_mask(inst, s.moves)).mean()),
+                        "copy": self.game.copies(inst, texts[best]),
+                        "length": statistics.fmean(float(n) for n in lengths),
+                    }
+                )
+                samples.append(
+                    {
+                        "step": self.step,
+                        "doc": inst.source,
+                        "moves": [{"text": x, "reward": r} for x, r in zip(texts, rewards, strict=True)],
+                    }
+                )
         with (self.run_dir / "samples.jsonl").open("a") as f:
             for s_row in samples:
                 f.write(json.dumps(s_row) + "\n")
