@@ -122,6 +122,10 @@ def test_judge_batched_across_texts_equals_one_text_at_a_time(tiny_model, mixed_
     items[1] = (items[1][0], torch.cat([items[1][1], items[1][1][:2]]))  # duplicates are scored once
     many = judge.score_many(items)
     taylors = judge.taylor_many(items)
+    distinct = sum(torch.unique(moves, dim=0).shape[0] for _, moves in items)
+    assert judge.backward_sequences == distinct < sum(moves.shape[0] for _, moves in items)
+    duplicated = taylors[1]
+    assert duplicated.grad is not None and torch.equal(duplicated.grad[-2:], duplicated.grad[:2])
     for (inst, moves), scores, taylor in zip(items, many, taylors, strict=True):
         alone = Judge(tiny_model, batch_size=1)
         single = alone.score(inst, moves)

@@ -374,6 +374,7 @@ def bench_training(
     overrides: dict[str, dict[str, Any]] | None = None,
     game: str = "infilling",
     game_params: dict[str, Any] | None = None,
+    random_weights: bool = False,
 ) -> dict[str, Any]:
     """Per-phase wall time of training steps per arm, measured side by side in one process on one copy of the base
     model: the median and spread over `steps` timed steps after one warm-up step, tokens per second, peak memory,
@@ -389,7 +390,7 @@ def bench_training(
     from frost.trainer import PHASES, Trainer
 
     arms = list(arms) if arms is not None else default_arms(K)
-    base = base or load_model(model, device=device, dtype=dtype)
+    base = base or load_model(model, device=device, dtype=dtype, random_weights=random_weights)
     shape = ModelShape.from_config(base.model.config)
     peak_flops = matmul_peak_flops(base.device, base.dtype)
     out: dict[str, Any] = {
@@ -405,7 +406,7 @@ def bench_training(
     with tempfile.TemporaryDirectory() as tmp:
         for n, arm in enumerate(arms):
             sections: dict[str, dict[str, Any]] = {
-                "model": {"name": model, "device": device, "dtype": dtype},
+                "model": {"name": model, "device": device, "dtype": dtype, "random_weights": random_weights},
                 "game": {"kind": game, "move_length": L, **(game_params or {})},
                 "frost": {"rule": arm.rule},
                 "optim": {"lr": 1e-4},
@@ -453,6 +454,9 @@ def bench_training(
                     "min_step_s": min(step_s),
                     "max_step_s": max(step_s),
                     "tokens_per_s": statistics.median(r["tokens"] / r["time/step_s"] for r in records),
+                    "prompt_tokens": len(inst.prompt_ids),
+                    "judge_tokens": inst.max_judge_length,
+                    "micro_batch": trainer.settings.text_batch,
                     "judge_fwd_seqs": fwd,
                     "judge_bwd_seqs": bwd,
                     "peak_memory_bytes": peak,

@@ -43,7 +43,17 @@ def _ids(text: str) -> list[int]:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="embedded", help="player and judge: 'embedded', a local folder or a hub id")
+    p.add_argument(
+        "--model",
+        default="embedded",
+        help="player and judge: 'embedded', a local folder, a hub id, or a shape with random weights "
+        "(qwen3-14b-shape, ...; timing and memory only)",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="build --model's architecture with random weights, no download (timing and memory work only)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -133,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--run-dir", help="override train.run_dir")
     p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="model.random_weights: the model's architecture with random weights (smoke runs and timing only)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start again in a run directory that holds a run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field, e.g. train.K=8")
@@ -205,7 +220,7 @@ def _load(args: argparse.Namespace) -> Any:
     from frost.models import load_model
 
     _quiet_transformers()
-    return load_model(args.model, device=args.device, dtype=args.dtype)
+    return load_model(args.model, device=args.device, dtype=args.dtype, random_weights=args.random_weights)
 
 
 def _pair_ids(args: argparse.Namespace, tokenizer: Any) -> tuple[list[int], list[int]]:
@@ -474,6 +489,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.seed={args.seed}")
     if args.game is not None:
         overrides.append(f"game.kind={json.dumps(args.game)}")
+    if args.random_weights:
+        overrides.append("model.random_weights=true")
     config = load_config(args.config, overrides)
     _setup_torch(args)
     _quiet_transformers()
@@ -588,7 +605,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     steps = bench_training(
                         args.model, K=k, L=length, batch_size=b, steps=args.repeats,
                         arms=default_arms(k, rules, naive=not args.no_naive), device=args.device, dtype=args.dtype,
-                        game=args.game,
+                        game=args.game, random_weights=args.random_weights,
                     )  # fmt: skip
                     result["steps"].append(steps)
                     sections.append(training_markdown(steps))

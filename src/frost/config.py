@@ -31,6 +31,9 @@ class ModelConfig:
     """auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16."""
     judge_batch_size: int = 16
     """Sequences per judge forward."""
+    random_weights: bool = False
+    """Build `name`'s architecture with random weights, no download: for timing and memory work, never for results
+    (names like `qwen3-14b-shape` imply it; `frost.shapes`)."""
 
 
 @dataclass

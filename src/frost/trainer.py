@@ -140,7 +140,8 @@ class Trainer:
         self.run_dir = Path(t.run_dir)
         self._prepare_run_dir(resume, overwrite)
         torch.manual_seed(t.seed)
-        base = base or load_model(config.model.name, device=config.model.device, dtype=config.model.dtype)
+        m = config.model
+        base = base or load_model(m.name, device=m.device, dtype=m.dtype, random_weights=m.random_weights)
         self.device, self.tokenizer = base.device, base.tokenizer
         peft_config = checkpoint.peft_lora_config(config.lora)
         try:

@@ -1,0 +1,189 @@
+"""The GPU check of issue "The paper's scale on one GPU": one command, nothing fetched, code from the checkout.
+
+    PYTHONPATH=src python3 scripts/gpu_check.py --out results/gpu/check.json       # on the GPU machine
+    PYTHONPATH=src python3 scripts/gpu_check.py --shape qwen3-tiny-shape --device cpu --steps 1 --quick   # here
+
+1. Step times per phase, tokens/s, FLOP rate and peak memory against `frost.memplan`, for Frost K=4 (taylor-gated,
+   judge-gated), GRPO K=4 and K=8, Frost K=8 (taylor-gated) and GRPO K=16, on a model built from its shape with
+   random weights (default Qwen3-14B, bf16, LoRA r=alpha=256 on all seven projections, B=4, L=8), every arm on one
+   loaded base (`frost.bench.bench_training`).
+2. Consistency of the CUDA path at a small shape (same random weights on both devices): fp32 on CUDA against the
+   CPU (rewards, gradient cosine, top-16 candidates), and bf16 on CUDA against fp32 (gradient cosine, candidates).
+
+Writes one JSON object (`--out`) and prints Markdown tables. Random weights: times and memory only, no results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from frost.bench import Arm, bench_training, training_markdown
+from frost.memplan import ModelShape, memory_plan
+
+
+def arms_for(quick: bool) -> list[Arm]:
+    if quick:
+        return [Arm("frost", 4, "taylor-gated"), Arm("grpo", 8)]
+    return [
+        Arm("frost", 4, "taylor-gated"),
+        Arm("frost", 4, "judge-gated"),
+        Arm("grpo", 4),
+        Arm("grpo", 8),
+        Arm("frost", 8, "taylor-gated"),
+        Arm("grpo", 16),
+    ]
+
+
+def step_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Every arm on one random-weight base; each arm's peak memory next to its memory plan."""
+    from frost.models import load_model
+
+    t0 = time.perf_counter()
+    base = load_model(args.shape, device=args.device, dtype=args.dtype, random_weights=True)
+    load_s = time.perf_counter() - t0
+    overrides = {
+        "lora": {"rank": args.lora_rank, "alpha": args.lora_rank},
+        "model": {"judge_batch_size": args.judge_batch_size},
+    }
+    result = bench_training(
+        args.shape, K=4, L=args.L, batch_size=args.B, steps=args.steps, arms=arms_for(args.quick), device=args.device,
+        dtype=args.dtype, base=base, overrides=overrides, random_weights=True,
+    )  # fmt: skip
+    shape = ModelShape.from_config(base.model.config)
+    dtype_bytes = torch.finfo(base.dtype).bits // 8
+    for arm in result["arms"]:
+        plan = memory_plan(
+            shape, lora_rank=args.lora_rank, K=arm["K"], L=args.L, prompt_tokens=arm.get("prompt_tokens", 170),
+            judge_tokens=arm.get("judge_tokens", 81), B=args.B, D=arm["K"], dtype_bytes=dtype_bytes,
+            micro_batch=arm.get("micro_batch"), judge_batch_size=args.judge_batch_size,
+        )  # fmt: skip
+        arm["memplan_peak_bytes"] = plan.peak
+        arm["peak_over_plan"] = arm["peak_memory_bytes"] / plan.peak if plan.peak else float("nan")
+    result["load_s"] = load_s
+    result["shape"] = args.shape
+    result["lora_rank"] = args.lora_rank
+    return result
+
+
+def _grad_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().flatten(), b.double().flatten()
+    return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-300))
+
+
+def consistency(args: argparse.Namespace) -> dict[str, Any]:
+    """The same random small model on the CPU (fp32), on `args.device` in fp32 and in bf16: rewards, Taylor
+    gradients and the top-16 candidates of the taylor rule on the same parents."""
+    from frost.config import DataConfig
+    from frost.data import load_split
+    from frost.frost import select_candidates
+    from frost.games import build_game
+    from frost.judge import Judge
+    from frost.models import forbidden_token_mask, load_tokenizer
+    from frost.moves import move_masks
+    from frost.sampling import sample_moves
+    from frost.shapes import random_model
+
+    tokenizer = load_tokenizer("embedded")
+    game = build_game("infilling", tokenizer, {"move_length": args.L})
+    inst = load_split(DataConfig(source="handwritten", validation_size=0), game).train[0]
+    runs: dict[str, dict[str, Any]] = {}
+    parents = None
+    for name, device, dtype in (
+        ("cpu-fp32", "cpu", torch.float32),
+        ("device-fp32", args.device, torch.float32),
+        ("device-bf16", args.device, torch.bfloat16),
+    ):
+        model = random_model(args.consistency_shape, device, dtype, seed=1)
+        model.eval().requires_grad_(False)
+        vocab = model.get_input_embeddings().weight.shape[0]
+        forbidden = forbidden_token_mask(tokenizer, vocab, device)
+        masks = move_masks(inst, forbidden)
+        if parents is None:
+            parents = sample_moves(model, inst.prompt_ids, 8, args.L, forbidden=masks.sampling,
+                                   generator=torch.Generator(device=device).manual_seed(0)).moves.cpu()  # fmt: skip
+        judge = Judge(model)
+        taylor = judge.taylor(inst, parents.to(device))
+        cands = select_candidates("taylor", taylor, None, 16, forbidden=masks.content)
+        runs[name] = {
+            "rewards": taylor.rewards.float().cpu(),
+            "grad": taylor.grad.float().cpu() if taylor.grad is not None else None,
+            "candidates": set(zip(cands.parent.tolist(), cands.position.tolist(), cands.token.tolist(), strict=True)),
+        }
+        del model, judge, taylor
+    out: dict[str, Any] = {"shape": args.consistency_shape}
+    for a, b in (("device-fp32", "cpu-fp32"), ("device-bf16", "device-fp32")):
+        ra, rb = runs[a], runs[b]
+        out[f"{a}_vs_{b}"] = {
+            "reward_max_abs_diff": float((ra["rewards"] - rb["rewards"]).abs().max()),
+            "grad_cosine": _grad_cosine(ra["grad"], rb["grad"]),
+            "top16_shared": len(ra["candidates"] & rb["candidates"]),
+        }
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [training_markdown(result["steps"]), ""]
+    lines.append("| arm | peak GiB | memplan GiB | peak / plan |")
+    lines.append("|---|---:|---:|---:|")
+    for arm in result["steps"]["arms"]:
+        lines.append(
+            f"| {arm['label']} | {arm['peak_memory_bytes'] / 2**30:.1f} | {arm['memplan_peak_bytes'] / 2**30:.1f} | "
+            f"{arm['peak_over_plan']:.2f} |"
+        )
+    if "consistency" in result:
+        lines += ["", "| check | reward max abs diff | gradient cosine | top-16 shared |", "|---|---:|---:|---:|"]
+        for key, value in result["consistency"].items():
+            if isinstance(value, dict):
+                lines.append(
+                    f"| {key} | {value['reward_max_abs_diff']:.2e} | {value['grad_cosine']:.6f} | "
+                    f"{value['top16_shared']}/16 |"
+                )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shape", default="qwen3-14b-shape", help="the model's shape (frost.shapes) or a config.json")
+    p.add_argument("--consistency-shape", default="qwen3-0.6b-shape", help="shape of the CUDA-vs-CPU checks")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--lora-rank", type=int, default=256, help="LoRA rank (alpha = rank)")
+    p.add_argument("--B", type=int, default=4)
+    p.add_argument("--L", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3, help="timed steps per arm after one warm-up")
+    p.add_argument("--judge-batch-size", type=int, default=64)
+    p.add_argument("--quick", action="store_true", help="two arms only (Frost K=4 taylor-gated, GRPO K=8)")
+    p.add_argument("--no-consistency", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("results/gpu/check.json"))
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    result: dict[str, Any] = {"device_name": _device_name(args.device), "argv": sys.argv[1:]}
+    result["steps"] = step_bench(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, default=str))  # keep the step results if what follows fails
+    if not args.no_consistency:
+        result["consistency"] = consistency(args)
+    result["wall_s"] = time.perf_counter() - start
+    args.out.write_text(json.dumps(result, indent=1, default=str))
+    print(markdown(result))
+    print(f"\nmedian step s: {statistics.median(a['time/step_s'] for a in result['steps']['arms']):.2f}; "
+          f"wall {result['wall_s']:.0f} s; written to {args.out}")  # fmt: skip
+    return 0
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return "cpu"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
