@@ -109,16 +109,27 @@ class TrainingState:
     cursor: dict[str, int]
 
 
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """The folder of a run's checkpoint at `step`."""
+    return run_dir / "checkpoints" / f"step-{step:07d}"
+
+
 def save(
-    run_dir: Path, *, player: Any, optimizer: torch.optim.Optimizer, generator: torch.Generator, state: TrainingState
+    run_dir: Path,
+    *,
+    player: Any,
+    optimizer: torch.optim.Optimizer,
+    state: TrainingState,
+    generator: torch.Generator | None = None,
 ) -> Path:
-    """Write adapter, optimizer, RNG states, step and data position atomically; keep the last `KEEP`."""
+    """Write adapter, optimizer, RNG states (the global ones, and `generator`'s when given), step and data position
+    atomically; keep the last `KEEP`."""
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    root = run_dir / "checkpoints"
+    final = checkpoint_path(run_dir, state.step)
+    root, name = final.parent, final.name
     root.mkdir(parents=True, exist_ok=True)
-    name = f"step-{state.step:07d}"
     tmp = root / f".tmp-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -127,7 +138,7 @@ def save(
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(
         {
-            "generator": generator.get_state(),
+            "generator": None if generator is None else generator.get_state(),
             "torch": torch.get_rng_state(),
             "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -135,7 +146,6 @@ def save(
         tmp / "rng.pt",
     )
     (tmp / "state.json").write_text(json.dumps({"step": state.step, "cursor": state.cursor}))
-    final = root / name
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     latest_tmp = root / ".latest.tmp"
@@ -147,7 +157,12 @@ def save(
 
 
 def load(
-    run_dir: Path, *, player: Any, optimizer: torch.optim.Optimizer, generator: torch.Generator, device: torch.device
+    run_dir: Path,
+    *,
+    player: Any,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    generator: torch.Generator | None = None,
 ) -> TrainingState:
     """Restore the latest checkpoint of a run into `player`, `optimizer` and the RNGs."""
     from peft import set_peft_model_state_dict
@@ -157,7 +172,8 @@ def load(
     set_peft_model_state_dict(player, load_file(str(path / "adapter.safetensors"), device=str(device)))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device))
     rng = torch.load(path / "rng.pt", weights_only=False)
-    generator.set_state(rng["generator"])
+    if generator is not None and rng.get("generator") is not None:
+        generator.set_state(rng["generator"])
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])
     if rng["cuda"] is not None and torch.cuda.is_available():

@@ -495,8 +495,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     _setup_torch(args)
     _quiet_transformers()
     trainer = Trainer(config, resume=args.resume, overwrite=args.overwrite)
-    step = trainer.run(progress=not args.no_progress)
-    print(f"{config.train.algorithm}: step {step}/{config.train.steps}; run folder {trainer.run_dir}")
+    try:
+        step = trainer.run(progress=not args.no_progress)
+    finally:
+        trainer.close()
+    if trainer.world.is_main:
+        print(f"{config.train.algorithm}: step {step}/{config.train.steps}; run folder {trainer.run_dir}")
     return 0 if step >= config.train.steps else 130
 
 

@@ -14,6 +14,7 @@ child is strictly better.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -412,15 +413,17 @@ def frost_step_batch(
     rule: str = "taylor-gated",
     budget: int = 8,
     tau: float = 1e-4,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     rank_by: str = "reward",
     timer: PhaseTimer | None = None,
     same_path: bool | None = None,
 ) -> list[FrostRecord]:
     """Algorithm 1 lines 3-7 for the B texts of a step: one judge pass over every text's parents (backward only
     when the rule uses the gradient), selection of D candidates per text, one exact scoring pass over all children,
-    strict-improvement replacement (`replace_many`). Charges the phases `judge_pass`, `select` and `children`."""
+    strict-improvement replacement (`replace_many`). Charges the phases `judge_pass`, `select` and `children`.
+    `generator` (the random rule's) is one for all texts or one per text."""
     timer = timer or NoTimer()
+    gens = list(generator) if isinstance(generator, Sequence) else [generator] * len(texts)
     spec = get_rule(rule)
     with timer.phase("judge_pass"):
         taylors = judge.taylor_many([(t.inst, t.parents) for t in texts], with_grad=spec.needs_gradient)
@@ -433,10 +436,10 @@ def frost_step_batch(
                 budget,
                 tau=tau,
                 forbidden=t.forbidden,
-                generator=generator,
+                generator=gen,
                 rank_by=rank_by,
             )
-            for t, taylor in zip(texts, taylors, strict=True)
+            for t, taylor, gen in zip(texts, taylors, gens, strict=True)
         ]
     with timer.phase("children"):
         items = [(t.inst, tr.moves, tr.rewards, c) for t, tr, c in zip(texts, taylors, candidates, strict=True)]

@@ -245,6 +245,10 @@ class Judge:
 
     `context` is entered around every judge pass; when the judge shares weights with a LoRA player it is the
     adapter-disabling context, so no second copy of the base model is needed.
+
+    A pass takes at most `batch_size` sequences, and fewer when their float32 logits ([n, T, V]) would exceed
+    `logits_bytes` (default: 128 MiB on the CPU, where the full-vocabulary softmax and its gradient are bound by
+    memory traffic and smaller chunks run faster; 4 GiB on a GPU).
     """
 
     def __init__(
@@ -253,11 +257,13 @@ class Judge:
         *,
         batch_size: int = 16,
         context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+        logits_bytes: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"judge.batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.batch_size = batch_size
+        self.logits_bytes = logits_bytes
         self._context = context or contextlib.nullcontext
         self.forward_sequences = 0
         """Sequences passed forward so far (compute accounting)."""
@@ -286,6 +292,16 @@ class Judge:
         scale = getattr(layer, "embed_scale", None)
         weight = layer.weight
         return weight if scale is None else weight * scale.to(weight.dtype)
+
+    def rows_per_pass(self, rows: list[tuple[int, GameInstance, list[int]]]) -> int:
+        """Sequences per judge pass for these rows: `batch_size`, fewer when their logits exceed `logits_bytes`."""
+        budget = self.logits_bytes
+        if budget is None:
+            budget = 4 * 2**30 if self.device.type == "cuda" else 128 * 2**20
+        width = max(inst.judge_length(inst.move_length) for _, inst, _ in rows)
+        width -= min(self.first_target(inst) for _, inst, _ in rows) - 1
+        per_row = 4 * width * self.model.get_input_embeddings().weight.shape[0]
+        return max(1, min(self.batch_size, budget // per_row))
 
     @staticmethod
     def first_target(inst: GameInstance) -> int:
@@ -357,7 +373,7 @@ class Judge:
                 u.tolist()]  # fmt: skip
         parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         with torch.inference_mode(), self._eval():
-            for chunk in _chunks(len(rows), self.batch_size):
+            for chunk in _chunks(len(rows), self.rows_per_pass(rows)):
                 batch = self._batch([(inst, m) for _, inst, m in rows[chunk]])
                 keep = batch.ids.shape[1] - batch.first + 1
                 logits = causal_lm_logits(self.model, input_ids=batch.ids, keep=keep)[:, :-1]
@@ -406,7 +422,7 @@ class Judge:
         judge_lps: list[torch.Tensor] = []
         slots = torch.arange(length, device=self.device).view(1, -1)
         with self._eval():
-            for chunk in _chunks(len(rows), self.batch_size):
+            for chunk in _chunks(len(rows), self.rows_per_pass(rows)):
                 batch = self._batch([(inst, m) for _, inst, m in rows[chunk]])
                 n, width = batch.ids.shape
                 first = batch.first

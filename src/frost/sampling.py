@@ -140,6 +140,16 @@ def _row_masks(
     return torch.stack(out)
 
 
+def _draw(probs: torch.Tensor, k: int, generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
+    """One token per row of `probs` [B*K, V]: with one generator per prompt, each prompt's K rows use their own."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, 1, generator=generator)
+    gens = list(generator)
+    if len(gens) * k != probs.shape[0]:
+        raise ConfigError(f"generator: {len(gens)} generators for {probs.shape[0] // k} prompts")
+    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs.split(k), gens, strict=True)])
+
+
 def _check_sampling(num_moves: int, move_length: int, temperature: float) -> None:
     if num_moves < 1:
         raise ConfigError(f"K (moves per prompt) must be >= 1, got {num_moves}")
@@ -158,7 +168,7 @@ def sample_moves_batch(
     temperature: float = 1.0,
     forbidden: Sequence[torch.Tensor | None] | torch.Tensor | None = None,
     stop_ids: Sequence[int | None] | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> list[SampledMoves]:
     """`num_moves` (K) move rows of `move_length` (L) slots after each of the B `prompts`: one prefill of all
     prompts, their KV cache repeated K times, L decode steps over all B*K rows.
@@ -167,7 +177,8 @@ def sample_moves_batch(
     (`frost.moves.move_masks`); one tensor applies to every prompt. Without a stop id (`stop_ids[b]` None) every move
     has exactly L tokens. With one, a row that samples its stop token has ended: its remaining slots are filled with
     the stop (they are not sampled, and the distributions kept there mean nothing). `generator` makes the draw
-    reproducible.
+    reproducible: one for all prompts, or one per prompt (then each prompt's moves depend only on its own generator,
+    not on which prompts share the batch).
     """
     _check_sampling(num_moves, move_length, temperature)
     device = model_device(model)
@@ -192,7 +203,7 @@ def sample_moves_batch(
             slot_mask = None if masks is None else masks[:, j].repeat_interleave(k, 0)
             logprobs = sampling_distribution(logits, slot_mask, temperature)
             logprob_steps.append(logprobs)
-            token = torch.multinomial(logprobs.exp(), 1, generator=generator)
+            token = _draw(logprobs.exp(), k, generator)
             token = torch.where(ended, stop_row, token)
             ended |= (token == stop_row) & (stop_row >= 0)
             moves[:, j] = token.squeeze(1)

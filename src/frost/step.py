@@ -28,6 +28,9 @@ from frost.moves import MoveMasks, decision_mask, move_masks
 from frost.phases import NoTimer, PhaseTimer
 from frost.sampling import SampledMoves, policy_distributions_batch, sample_moves_batch
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+"""One random generator for all texts, or one per text (a text's draws then depend on nothing else)."""
+
 ALGORITHMS = ("grpo", "frost")
 
 
@@ -68,7 +71,7 @@ class Sampler(Protocol):
         k: int,
         masks: Sequence[MoveMasks],
         temperature: float,
-        generator: torch.Generator | None,
+        generator: Generators,
     ) -> list[SampledMoves]: ...
 
 
@@ -78,7 +81,7 @@ def shared_prefix_sampler(
     k: int,
     masks: Sequence[MoveMasks],
     temperature: float,
-    generator: torch.Generator | None,
+    generator: Generators,
 ) -> list[SampledMoves]:
     """K moves per text from one prefill of all the prompts and batched decoding
     (`frost.sampling.sample_moves_batch`)."""
@@ -151,15 +154,20 @@ def play_step(
     settings: GroupSettings,
     *,
     base_forbidden: torch.Tensor,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     timer: PhaseTimer | None = None,
     sampler: Sampler = shared_prefix_sampler,
 ) -> list[GroupRecord]:
     """Sample K moves for each text and score them: GRPO keeps them, Frost proposes and replaces
-    (`frost_step_batch`); `settings.text_batch` texts at a time."""
+    (`frost_step_batch`); `settings.text_batch` texts at a time. `generator`: one for all texts or one per text."""
     timer = timer or NoTimer()
     records: list[GroupRecord] = []
-    for chunk in text_chunks(insts, settings.text_batch):
+    per_text = generator is not None and not isinstance(generator, torch.Generator)
+    gens = list(generator) if per_text else None  # type: ignore[arg-type]
+    for chunk_start, chunk in zip(range(0, len(insts), settings.text_batch or len(insts) or 1),
+                                  text_chunks(insts, settings.text_batch), strict=True):  # fmt: skip
+        if gens is not None:
+            generator = gens[chunk_start : chunk_start + len(chunk)]
         masks = [move_masks(inst, base_forbidden) for inst in chunk]
         judge_tokens = judge.forward_tokens
         with timer.phase("sample"):

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from frost import checkpoint
+from frost import checkpoint, distributed
 from frost.config import Config
 from frost.errors import ConfigError
 from frost.games import GameInstance, build_game, spec_to_yaml
@@ -37,7 +37,15 @@ from frost.moves import content_lengths, decision_mask
 from frost.phases import PhaseTimer
 from frost.rules import get_rule
 from frost.sampling import SampledMoves
-from frost.step import GroupRecord, GroupSettings, play_step, shared_prefix_sampler, step_loss, text_chunks
+from frost.step import (
+    Generators,
+    GroupRecord,
+    GroupSettings,
+    play_step,
+    shared_prefix_sampler,
+    step_loss,
+    text_chunks,
+)
 
 PHASES = (
     "time/sample_s",
@@ -137,11 +145,15 @@ class Trainer:
 
         self.config = config.validate()
         t = config.train
+        self.world = distributed.init_world(config.model.device)
         self.run_dir = Path(t.run_dir)
-        self._prepare_run_dir(resume, overwrite)
+        if self.world.is_main:
+            self._prepare_run_dir(resume, overwrite)
+        distributed.barrier(self.world)
         torch.manual_seed(t.seed)
         m = config.model
-        base = base or load_model(m.name, device=m.device, dtype=m.dtype, random_weights=m.random_weights)
+        device = distributed.rank_device(m.device, self.world)
+        base = base or load_model(m.name, device=device, dtype=m.dtype, random_weights=m.random_weights)
         self.device, self.tokenizer = base.device, base.tokenizer
         peft_config = checkpoint.peft_lora_config(config.lora)
         try:
@@ -184,11 +196,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             params, lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps, weight_decay=o.weight_decay
         )
-        self.generator = torch.Generator(device=self.device).manual_seed(t.seed)
         self.cursor = DataCursor(len(self.train_set), t.seed)
         self.step = 0
         self._stop_signal: int | None = None
-        self._writer = self._tensorboard()
+        self._writer = self._tensorboard() if self.world.is_main else None
         self.settings = GroupSettings(
             algorithm=t.algorithm, K=t.K, rule=config.frost.rule, budget=config.budget, tau=config.frost.tau,
             rank_by=config.frost.rank_by, temperature=t.temperature, beta=t.beta,
@@ -197,9 +208,10 @@ class Trainer:
         self.sampler = shared_prefix_sampler
         if resume:
             self.load_checkpoint()
-        else:
+        elif self.world.is_main:
             (self.run_dir / "config.yaml").write_text(config.to_yaml())
             (self.run_dir / "game.yaml").write_text(spec_to_yaml(self.game.spec))
+        distributed.barrier(self.world)
 
     # ----------------------------------------------------------------------------------------------- run directory
     def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
@@ -231,6 +243,8 @@ class Trainer:
         return SummaryWriter(str(self.run_dir / "tensorboard"))
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.world.is_main:
+            return
         with (self.run_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self._writer is not None:
@@ -240,7 +254,15 @@ class Trainer:
             self._writer.flush()
 
     # ------------------------------------------------------------------------------------------------ one step
-    def _sample(self, insts: list[GameInstance], k: int, generator: torch.Generator) -> list[SampledMoves]:
+    def _generators(self, indices: list[int], stream: str) -> list[torch.Generator]:
+        """One generator per text, seeded from (seed, step, text index): the same on any rank and in any batch."""
+        seed, step = self.config.train.seed, self.step
+        return [
+            torch.Generator(device=self.device).manual_seed(distributed.text_seed(seed, step, i, stream))
+            for i in indices
+        ]
+
+    def _sample(self, insts: list[GameInstance], k: int, generator: Generators) -> list[SampledMoves]:
         """K on-policy moves per text from the current player, with their sampling distributions."""
         from frost.moves import move_masks
 
@@ -251,11 +273,13 @@ class Trainer:
         """Wall time in seconds, after the device's queued work has finished (phase timings on GPU)."""
         return PhaseTimer(self.device).clock()
 
-    def train_groups(self, insts: list[GameInstance], timer: PhaseTimer) -> list[GroupRecord]:
-        """The step's groups: `step.play_step` then `step.step_loss` (the gradient is accumulated, 1/B)."""
+    def train_groups(self, indices: list[int], timer: PhaseTimer) -> list[GroupRecord]:
+        """The groups of the training texts `indices`: `step.play_step` then `step.step_loss` (the gradient is
+        accumulated, scaled by 1/B of the whole step's B)."""
         records = play_step(
-            self.player, self.judge, insts, self.settings, base_forbidden=self.forbidden, generator=self.generator,
-            timer=timer, sampler=self.sampler,
+            self.player, self.judge, [self.train_set[i] for i in indices], self.settings,
+            base_forbidden=self.forbidden, generator=self._generators(indices, "train"), timer=timer,
+            sampler=self.sampler,
         )  # fmt: skip
         step_loss(
             self.player, records, self.settings, reference=self.player.disable_adapter,
@@ -264,45 +288,57 @@ class Trainer:
         return records
 
     def train_step(self) -> dict[str, Any]:
-        """One optimizer step over B texts; returns its metrics."""
+        """One optimizer step over B texts (this rank's shard of them; the LoRA gradients summed over the ranks);
+        returns its metrics, over all B texts."""
         t = self.config.train
         timer = PhaseTimer(self.device)
         start = timer.clock()
         fwd0, bwd0 = self.judge.forward_sequences, self.judge.backward_sequences
-        groups = self.train_groups([self.train_set[i] for i in self.cursor.take(t.batch_size)], timer)
+        indices = self.cursor.take(t.batch_size)
+        mine = indices[distributed.shard(len(indices), self.world)]
+        groups = self.train_groups(mine, timer) if mine else []
         with timer.phase("optim"):
             params = [p for p in self.player.parameters() if p.requires_grad]
+            distributed.all_reduce_gradients(params, self.world)
             max_norm = self.config.optim.max_grad_norm
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        rewards = [g.rewards.tolist() for g in groups]
+        local = {
+            "groups": [_group_summary(g) for g in groups],
+            "judge_fwd_seqs": self.judge.forward_sequences - fwd0,
+            "judge_bwd_seqs": self.judge.backward_sequences - bwd0,
+        }
+        gathered = distributed.gather(local, self.world)
+        summaries = [g for part in gathered for g in part["groups"]]
+        rewards = [g["rewards"] for g in summaries]
         stds = [statistics.pstdev(r) for r in rewards]
-        per_group = [g.metrics() for g in groups]
         metrics: dict[str, Any] = {
             "step": self.step,
             "reward_mean": statistics.fmean(r for rs in rewards for r in rs),
             "reward_std": statistics.fmean(stds),
             "reward_best": statistics.fmean(max(r) for r in rewards),
-            "reward_parents_mean": statistics.fmean(m["parent_mean"] for m in per_group),
+            "reward_parents_mean": statistics.fmean(g["parent_mean"] for g in summaries),
             "frac_reward_zero_std": statistics.fmean(s == 0 for s in stds),
-            "kl": statistics.fmean(m["kl"] for m in per_group),
-            "entropy": statistics.fmean(m["entropy"] for m in per_group),
-            "loss": statistics.fmean(m["loss"] for m in per_group),
+            "kl": statistics.fmean(g["kl"] for g in summaries),
+            "entropy": statistics.fmean(g["entropy"] for g in summaries),
+            "loss": statistics.fmean(g["loss"] for g in summaries),
             "grad_norm": float(grad_norm),
             "lr": self.optimizer.param_groups[0]["lr"],
-            "judge_fwd_seqs": self.judge.forward_sequences - fwd0,
-            "judge_bwd_seqs": self.judge.backward_sequences - bwd0,
-            "player_fwd_seqs": sum(g.player_fwd_seqs for g in groups),
-            "player_bwd_seqs": sum(g.player_bwd_seqs for g in groups),
-            "tokens": sum(g.tokens for g in groups),
-            "move_tokens_mean": statistics.fmean(float(n) for g in groups for n in _content_lengths(g.inst, g.moves)),
+            "judge_fwd_seqs": sum(part["judge_fwd_seqs"] for part in gathered),
+            "judge_bwd_seqs": sum(part["judge_bwd_seqs"] for part in gathered),
+            "player_fwd_seqs": sum(g["player_fwd_seqs"] for g in summaries),
+            "player_bwd_seqs": sum(g["player_bwd_seqs"] for g in summaries),
+            "tokens": sum(g["tokens"] for g in summaries),
+            "move_tokens_mean": statistics.fmean(float(n) for g in summaries for n in g["lengths"]),
         }
         if t.algorithm == "frost":
             for key in ("hit_rate", "mean_lift", "frac_replaced"):
-                vals = [m[f"frost/{key}"] for m in per_group if math.isfinite(m[f"frost/{key}"])]
+                vals = [g[f"frost/{key}"] for g in summaries if math.isfinite(g[f"frost/{key}"])]
                 metrics[f"frost/{key}"] = statistics.fmean(vals) if vals else float("nan")
+        if self.world.active:
+            metrics["world_size"] = self.world.size
         metrics["time/step_s"] = timer.clock() - start
         metrics.update(phase_metrics(timer))
         return metrics
@@ -312,11 +348,13 @@ class Trainer:
         """Sample `val_samples` moves per validation text under the current player and score them exactly."""
         t = self.config.train
         rows, samples = [], []
-        gen = torch.Generator(device=self.device).manual_seed(t.seed * 1_000_003 + 17)
-        for chunk in text_chunks(self.validation, self.settings.text_batch):
-            sampled = self._sample(chunk, t.val_samples, gen)
-            all_rewards = self.judge.rewards_many([(inst, s.moves) for inst, s in zip(chunk, sampled, strict=True)])
-            for inst, s, reward_tensor in zip(chunk, sampled, all_rewards, strict=True):
+        mine = list(range(len(self.validation)))[distributed.shard(len(self.validation), self.world)]
+        gens = self._generators(mine, "validation")
+        for chunk in text_chunks(list(zip(mine, gens, strict=True)), self.settings.text_batch):
+            insts = [self.validation[i] for i, _ in chunk]
+            sampled = self._sample(insts, t.val_samples, [g for _, g in chunk])
+            all_rewards = self.judge.rewards_many([(inst, s.moves) for inst, s in zip(insts, sampled, strict=True)])
+            for inst, s, reward_tensor in zip(insts, sampled, all_rewards, strict=True):
                 rewards = reward_tensor.tolist()
                 texts = [self.game.move_text(inst, m) for m in s.moves.tolist()]
                 best = max(range(len(rewards)), key=rewards.__getitem__)
@@ -338,6 +376,11 @@ class Trainer:
                         "moves": [{"text": x, "reward": r} for x, r in zip(texts, rewards, strict=True)],
                     }
                 )
+        gathered = distributed.gather((rows, samples), self.world)
+        rows = [r for part in gathered for r in part[0]]
+        samples = [x for part in gathered for x in part[1]]
+        if not self.world.is_main:
+            return {"step": self.step}
         with (self.run_dir / "samples.jsonl").open("a") as f:
             for s_row in samples:
                 f.write(json.dumps(s_row) + "\n")
@@ -354,22 +397,22 @@ class Trainer:
 
     # --------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
-        """Write a checkpoint (`frost.checkpoint.save`)."""
+        """Write a checkpoint (`frost.checkpoint.save`; rank 0 only, every rank holds the same weights)."""
         state = checkpoint.TrainingState(step=self.step, cursor=self.cursor.state())
-        return checkpoint.save(
-            self.run_dir, player=self.player, optimizer=self.optimizer, generator=self.generator, state=state
-        )
+        path = checkpoint.checkpoint_path(self.run_dir, self.step)
+        if self.world.is_main:
+            path = checkpoint.save(self.run_dir, player=self.player, optimizer=self.optimizer, state=state)
+        distributed.barrier(self.world)
+        return path
 
     def load_checkpoint(self) -> None:
         """Restore the latest checkpoint and drop logged records after its step."""
-        state = checkpoint.load(
-            self.run_dir, player=self.player, optimizer=self.optimizer, generator=self.generator, device=self.device
-        )
+        state = checkpoint.load(self.run_dir, player=self.player, optimizer=self.optimizer, device=self.device)
         self.step = state.step
         self.cursor.restore(state.cursor)
         for name in ("metrics.jsonl", "samples.jsonl"):
             log = self.run_dir / name
-            if log.is_file():
+            if self.world.is_main and log.is_file():
                 kept = [ln for ln in log.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
                 log.write_text("".join(ln + "\n" for ln in kept))
 
@@ -386,6 +429,17 @@ class Trainer:
             for s, h in previous.items():
                 signal.signal(s, h)
 
+    def _stopping(self) -> bool:
+        """Whether a stop signal arrived (on any rank: all ranks stop after the same step)."""
+        return distributed.any_rank(self._stop_signal is not None, self.world, self.device)
+
+    def close(self) -> None:
+        """Close the logs and leave the process group."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        distributed.shutdown(self.world)
+
     def run(self, *, progress: bool = True, on_metrics: Callable[[dict[str, Any]], None] | None = None) -> int:
         """Train until `train.steps`; validates, logs and checkpoints on schedule. Returns the last step reached.
 
@@ -394,14 +448,17 @@ class Trainer:
         from tqdm import tqdm
 
         t = self.config.train
-        bar = tqdm(total=t.steps, initial=self.step, disable=not progress, desc=t.algorithm, dynamic_ncols=True)
+        bar = tqdm(
+            total=t.steps, initial=self.step, disable=not (progress and self.world.is_main), desc=t.algorithm,
+            dynamic_ncols=True,
+        )  # fmt: skip
         best_key = f"val/best_of_{t.val_samples}"
         last_val: dict[str, Any] = {}
         with self._signals():
             if self.step == 0 and t.val_every and self.validation:
                 last_val = self.validate()
                 self._log(last_val)
-            while self.step < t.steps and self._stop_signal is None:
+            while self.step < t.steps and not self._stopping():
                 metrics = self.train_step()
                 self._log(metrics)
                 if on_metrics is not None:
@@ -416,7 +473,7 @@ class Trainer:
                 bar.set_postfix(
                     reward=f"{metrics['reward_mean']:.1f}", best8=f"{last_val.get(best_key, float('nan')):.1f}"
                 )
-            if self._stop_signal is not None:
+            if self._stopping():
                 self.save_checkpoint()
                 bar.write(
                     f"stopped by signal {self._stop_signal} at step {self.step}; checkpoint saved, resume with --resume"
@@ -424,7 +481,20 @@ class Trainer:
         bar.close()
         if self._writer is not None:
             self._writer.close()
+            self._writer = None
         return self.step
+
+
+def _group_summary(g: GroupRecord) -> dict[str, Any]:
+    """What the step's metrics need of one group, as plain numbers (gathered from every rank)."""
+    return {
+        "rewards": g.rewards.tolist(),
+        **g.metrics(),
+        "player_fwd_seqs": g.player_fwd_seqs,
+        "player_bwd_seqs": g.player_bwd_seqs,
+        "tokens": g.tokens,
+        "lengths": _content_lengths(g.inst, g.moves),
+    }
 
 
 def _content_lengths(inst: GameInstance, moves: torch.Tensor) -> list[int]:
