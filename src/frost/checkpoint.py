@@ -107,6 +107,8 @@ class TrainingState:
 
     step: int
     cursor: dict[str, int]
+    skipped_steps: int = 0
+    """Steps skipped so far for non-finite values."""
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -145,7 +147,9 @@ def save(
         },
         tmp / "rng.pt",
     )
-    (tmp / "state.json").write_text(json.dumps({"step": state.step, "cursor": state.cursor}))
+    (tmp / "state.json").write_text(
+        json.dumps({"step": state.step, "cursor": state.cursor, "skipped_steps": state.skipped_steps})
+    )
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     latest_tmp = root / ".latest.tmp"
@@ -179,7 +183,7 @@ def load(
     if rng["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     state = json.loads((path / "state.json").read_text())
-    return TrainingState(step=state["step"], cursor=state["cursor"])
+    return TrainingState(step=state["step"], cursor=state["cursor"], skipped_steps=state.get("skipped_steps", 0))
 
 
 def has_checkpoint(run_dir: Path) -> bool:

@@ -135,6 +135,9 @@ class TrainConfig:
     """Validation texts used (at most data.validation_size)."""
     checkpoint_every: int = 50
     """Write a checkpoint every N steps (and at the end); 0: only at the end and on interruption."""
+    max_skipped_steps: int = 3
+    """Stop with an error after this many steps in a row whose loss, gradient, rewards or KL were not finite (each
+    such step is skipped: no optimizer step, adapter and AdamW state untouched)."""
     run_dir: str = "runs/default"
 
 
@@ -164,6 +167,7 @@ class Config:
         if t.algorithm not in ALGORITHMS:
             raise ConfigError(f"train.algorithm must be one of {', '.join(ALGORITHMS)}; got {t.algorithm!r}")
         _at_least("train.micro_batch", self.train.micro_batch, 0)
+        _at_least("train.max_skipped_steps", self.train.max_skipped_steps, 1)
         for name in ("K", "batch_size", "val_samples"):
             _at_least(f"train.{name}", getattr(t, name), 1)
         for name in ("steps", "val_every", "checkpoint_every", "val_documents"):

@@ -29,7 +29,7 @@ import torch
 
 from frost import checkpoint, distributed
 from frost.config import Config
-from frost.errors import ConfigError
+from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance, build_game, spec_to_yaml
 from frost.judge import Judge
 from frost.models import LoadedModel, forbidden_token_mask, load_model
@@ -106,6 +106,10 @@ class DataCursor:
     def restore(self, state: dict[str, int]) -> None:
         self.epoch, self.index = state["epoch"], state["index"]
         self._shuffle()
+
+
+class TrainingError(FrostError):
+    """Training cannot go on (e.g. too many non-finite steps in a row)."""
 
 
 def auto_micro_batch(config: Config, player: Any, inst: GameInstance, device: torch.device) -> int:
@@ -198,6 +202,9 @@ class Trainer:
         )
         self.cursor = DataCursor(len(self.train_set), t.seed)
         self.step = 0
+        self.skipped_steps = 0
+        """Steps skipped because something was not finite (logged as `train/skipped_steps`)."""
+        self.skipped_in_a_row = 0
         self._stop_signal: int | None = None
         self._writer = self._tensorboard() if self.world.is_main else None
         self.settings = GroupSettings(
@@ -297,14 +304,6 @@ class Trainer:
         indices = self.cursor.take(t.batch_size)
         mine = indices[distributed.shard(len(indices), self.world)]
         groups = self.train_groups(mine, timer) if mine else []
-        with timer.phase("optim"):
-            params = [p for p in self.player.parameters() if p.requires_grad]
-            distributed.all_reduce_gradients(params, self.world)
-            max_norm = self.config.optim.max_grad_norm
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
         local = {
             "groups": [_group_summary(g) for g in groups],
             "judge_fwd_seqs": self.judge.forward_sequences - fwd0,
@@ -312,8 +311,22 @@ class Trainer:
         }
         gathered = distributed.gather(local, self.world)
         summaries = [g for part in gathered for g in part["groups"]]
+        with timer.phase("optim"):
+            params = [p for p in self.player.parameters() if p.requires_grad]
+            distributed.all_reduce_gradients(params, self.world)
+            max_norm = self.config.optim.max_grad_norm
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
+            finite = math.isfinite(float(grad_norm)) and all(_finite_summary(g) for g in summaries)
+            if finite:
+                self.optimizer.step()
+                self.skipped_in_a_row = 0
+            else:  # one NaN would corrupt the adapter and AdamW's moments for good: skip the update
+                self.skipped_steps += 1
+                self.skipped_in_a_row += 1
+            self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
         rewards = [g["rewards"] for g in summaries]
-        stds = [statistics.pstdev(r) for r in rewards]
+        stds = [_pstdev(r) for r in rewards]
         metrics: dict[str, Any] = {
             "step": self.step,
             "reward_mean": statistics.fmean(r for rs in rewards for r in rs),
@@ -337,6 +350,7 @@ class Trainer:
             for key in ("hit_rate", "mean_lift", "frac_replaced"):
                 vals = [g[f"frost/{key}"] for g in summaries if math.isfinite(g[f"frost/{key}"])]
                 metrics[f"frost/{key}"] = statistics.fmean(vals) if vals else float("nan")
+        metrics["train/skipped_steps"] = self.skipped_steps
         if self.world.active:
             metrics["world_size"] = self.world.size
         metrics["time/step_s"] = timer.clock() - start
@@ -363,7 +377,7 @@ class Trainer:
                     {
                         "mean": statistics.fmean(rewards),
                         "best": rewards[best],
-                        "var": statistics.pvariance(rewards),
+                        "var": _pstdev(rewards) ** 2,
                         "entropy": float(s.entropy(decision_mask(inst, s.moves)).mean()),
                         "copy": self.game.copies(inst, texts[best]),
                         "length": statistics.fmean(float(n) for n in lengths),
@@ -398,7 +412,7 @@ class Trainer:
     # --------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
         """Write a checkpoint (`frost.checkpoint.save`; rank 0 only, every rank holds the same weights)."""
-        state = checkpoint.TrainingState(step=self.step, cursor=self.cursor.state())
+        state = checkpoint.TrainingState(step=self.step, cursor=self.cursor.state(), skipped_steps=self.skipped_steps)
         path = checkpoint.checkpoint_path(self.run_dir, self.step)
         if self.world.is_main:
             path = checkpoint.save(self.run_dir, player=self.player, optimizer=self.optimizer, state=state)
@@ -409,6 +423,7 @@ class Trainer:
         """Restore the latest checkpoint and drop logged records after its step."""
         state = checkpoint.load(self.run_dir, player=self.player, optimizer=self.optimizer, device=self.device)
         self.step = state.step
+        self.skipped_steps = state.skipped_steps
         self.cursor.restore(state.cursor)
         for name in ("metrics.jsonl", "samples.jsonl"):
             log = self.run_dir / name
@@ -420,6 +435,8 @@ class Trainer:
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
         def handler(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None:  # a second signal: stop now, saving nothing (checkpoints are atomic)
+                raise KeyboardInterrupt
             self._stop_signal = signum
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -443,7 +460,9 @@ class Trainer:
     def run(self, *, progress: bool = True, on_metrics: Callable[[dict[str, Any]], None] | None = None) -> int:
         """Train until `train.steps`; validates, logs and checkpoints on schedule. Returns the last step reached.
 
-        SIGINT or SIGTERM finishes the current step, writes a checkpoint and returns.
+        SIGINT or SIGTERM finishes the current step, writes a checkpoint and returns; a second signal stops at once
+        (KeyboardInterrupt), saving nothing: the last checkpoint stays intact. Raises `TrainingError` after
+        `train.max_skipped_steps` non-finite steps in a row.
         """
         from tqdm import tqdm
 
@@ -461,6 +480,12 @@ class Trainer:
             while self.step < t.steps and not self._stopping():
                 metrics = self.train_step()
                 self._log(metrics)
+                if self.skipped_in_a_row >= t.max_skipped_steps:
+                    raise TrainingError(
+                        f"{self.skipped_in_a_row} steps in a row (to step {self.step}) had a non-finite loss, "
+                        f"gradient, reward or KL and were skipped (train.max_skipped_steps); the adapter is as it was "
+                        "before them and the last checkpoint is intact: lower optim.lr or check the data"
+                    )
                 if on_metrics is not None:
                     on_metrics(metrics)
                 done = self.step >= t.steps
@@ -483,6 +508,19 @@ class Trainer:
             self._writer.close()
             self._writer = None
         return self.step
+
+
+def _pstdev(values: list[float]) -> float:
+    """Population standard deviation; NaN when a value is not finite (statistics.pstdev fails on NaN)."""
+    if not all(math.isfinite(v) for v in values):
+        return float("nan")
+    return statistics.pstdev(values)
+
+
+def _finite_summary(summary: dict[str, Any]) -> bool:
+    """Whether a group's rewards, loss and KL are finite."""
+    values = [*summary["rewards"], summary["loss"], summary["kl"]]
+    return all(math.isfinite(v) for v in values)
 
 
 def _group_summary(g: GroupRecord) -> dict[str, Any]:

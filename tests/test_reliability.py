@@ -1,0 +1,107 @@
+"""Non-finite guards (NaN injected into the loss and into the judge) and the second stop signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from frost import checkpoint
+from frost.trainer import Trainer, TrainingError
+from test_trainer import read_metrics, tiny_base, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lora_state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in trainer.player.named_parameters() if p.requires_grad}
+
+
+def adam_state(trainer: Trainer) -> list[torch.Tensor]:
+    return [v.clone() for st in trainer.optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+
+
+def test_a_non_finite_loss_skips_the_update_and_is_logged(tmp_path, embedded_tokenizer, monkeypatch):
+    import frost.step as step_module
+
+    trainer = Trainer(tiny_config(tmp_path, steps=3, val_every=0), base=tiny_base(embedded_tokenizer))
+    real_loss = step_module.grpo_loss
+
+    def poisoned(*args, **kwargs):
+        terms = real_loss(*args, **kwargs)
+        if trainer.step == 1:  # the second step
+            terms.loss = terms.loss * float("nan")
+        return terms
+
+    monkeypatch.setattr(step_module, "grpo_loss", poisoned)
+    first = trainer.train_step()
+    weights, moments = lora_state(trainer), adam_state(trainer)
+    second = trainer.train_step()
+    assert all(torch.equal(weights[n], v) for n, v in lora_state(trainer).items())
+    assert all(torch.equal(a, b) for a, b in zip(moments, adam_state(trainer), strict=True))
+    third = trainer.train_step()
+    assert not all(torch.equal(weights[n], v) for n, v in lora_state(trainer).items())
+    assert [first["train/skipped_steps"], second["train/skipped_steps"], third["train/skipped_steps"]] == [0, 1, 1]
+    assert trainer.skipped_in_a_row == 0
+
+
+def test_nan_from_the_judge_stops_the_run_after_max_skipped_steps(tmp_path, embedded_tokenizer, monkeypatch):
+    from frost.judge import Judge
+
+    trainer = Trainer(
+        tiny_config(tmp_path, steps=2, val_every=0, checkpoint_every=1), base=tiny_base(embedded_tokenizer)
+    )
+    trainer.run(progress=False)  # two good steps, checkpointed
+    saved = lora_state(trainer)
+    real = Judge._target_logprobs
+
+    def nan_logprobs(self, logits, targets):
+        return real(self, logits, targets) * float("nan")
+
+    monkeypatch.setattr(Judge, "_target_logprobs", nan_logprobs)
+    trainer.config.train.steps = 8
+    with pytest.raises(TrainingError, match="max_skipped_steps"):
+        trainer.run(progress=False)
+    assert trainer.step == 5 and trainer.skipped_in_a_row == 3
+    assert all(torch.equal(saved[n], v) for n, v in lora_state(trainer).items())
+    assert [m["train/skipped_steps"] for m in read_metrics(tmp_path)] == [0, 0, 1, 2, 3]
+    # the checkpoints of the skipped steps hold the adapter of step 2: nothing non-finite reached them
+    from safetensors.torch import load_file
+
+    latest = load_file(str(checkpoint.resolve_checkpoint(tmp_path)[1] / "adapter.safetensors"))
+    assert all(bool(torch.isfinite(v).all()) for v in latest.values())
+    by_suffix = {n.split("base_model.model.")[-1].replace(".default", ""): v for n, v in saved.items()}
+    assert all(torch.equal(v, by_suffix[k.split("base_model.model.")[-1]]) for k, v in latest.items())
+
+
+def test_a_second_signal_stops_at_once_and_the_last_checkpoint_loads(tmp_path):
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "frost.cli", "train", "--steps", "500", "--run-dir", str(run), "--threads", "1",
+            "--no-progress", "--set", "model.name=qwen3-tiny-shape", "--set", "model.device=cpu", "--set",
+            "data.source=handwritten", "--set", "data.validation_size=2", "--set", "train.val_every=0", "--set",
+            "train.checkpoint_every=1", "--set", "train.K=2", "--set", "lora.rank=4"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (run / "checkpoints" / "latest").is_file():
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[1][-2000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    _, path = checkpoint.resolve_checkpoint(run)
+    assert (path / "adapter.safetensors").is_file() and (path / "state.json").is_file()
+    assert path.name.startswith("step-")
