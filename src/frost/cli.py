@@ -191,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the results as one JSON object here")
     _add_model_args(p)
 
+    p = sub.add_parser(
+        "experiment", help="arms x seeds of training runs from an experiment file, resumable, with statistics"
+    )
+    p.add_argument("file", type=Path, help="experiment file (YAML: out, seeds, set, reference, arms)")
+    p.add_argument("--summary-only", action="store_true", help="only rewrite summary.json / summary.md from the runs")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     p = sub.add_parser("demo", help="the main job: Frost-GRPO vs GRPO at matched judge forwards on the embedded model")
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds; each runs all three arms")
     p.add_argument("--steps", type=int, help="override the configs' training steps")
@@ -624,6 +632,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """Train the experiment's runs that are not finished, then print its summary."""
+    from frost.experiment import load_experiment, markdown, run_experiment, write_summary
+
+    experiment = load_experiment(args.file)
+    if args.summary_only:
+        summary = write_summary(experiment)
+    else:
+        _setup_torch(args)
+        _quiet_transformers()
+        summary = run_experiment(experiment, progress=not args.no_progress)
+    print(markdown(summary))
+    print(f"\nwritten to {experiment.out / 'summary.md'} and summary.json")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """`frost score` on one example, then the three matched-compute training arms and their comparison."""
     from frost.demo import run_demo
@@ -661,6 +685,7 @@ COMMANDS = {
     "report": cmd_report,
     "bench": cmd_bench,
     "demo": cmd_demo,
+    "experiment": cmd_experiment,
 }
 
 

@@ -1,0 +1,325 @@
+"""`frost experiment FILE`: arms x seeds of training runs, resumable, with the statistics a comparison needs.
+
+An experiment file (YAML) names the arms (each a config file plus overrides), the seeds, overrides shared by every
+arm, and the arm the others are compared with:
+
+    out: results/evidence
+    seeds: [0, 1, 2]
+    set: {train.steps: 48, train.val_every: 8}
+    reference: grpo-k8
+    arms:
+      grpo-k8: {config: configs/cpu-demo-grpo.yaml}
+      frost-k4-judge-gated: {config: configs/cpu-demo-frost.yaml, set: {frost.rule: judge-gated}}
+      grpo-k4: {config: configs/cpu-demo-grpo.yaml, set: {train.K: 4}, seeds: [0]}
+
+Runs go to `OUT/runs/ARM-seedS`, seed by seed (every arm's seed 0 first). A finished run is skipped, an interrupted
+one resumes from its latest checkpoint (written every step unless the file says otherwise), so a killed experiment
+loses at most the step in progress. Each step is appended to `OUT/progress.jsonl`; after every run
+`OUT/summary.json` and `OUT/summary.md` are rewritten: per arm and validation step, the mean over seeds of
+best-of-8 and mean reward with a 95% confidence interval (Student t over seeds); per arm against the reference, the
+paired difference of best-of-8 per validation text at the last common validation step (same text, same seed), mean
++- standard error and the number of texts won, lost and tied; judge forward sequences and wall time per run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from frost.errors import ConfigError
+
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
+"""Two-sided 95% Student t quantiles for 1..15 degrees of freedom (beyond: 1.96)."""
+EXPERIMENT_KEYS = {"out", "seeds", "set", "reference", "arms"}
+ARM_KEYS = {"config", "set", "seeds"}
+
+
+@dataclass
+class Arm:
+    """One arm: a config file and overrides."""
+
+    name: str
+    config: Path | None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] | None = None
+    """This arm's seeds (None: the experiment's)."""
+
+
+@dataclass
+class Experiment:
+    """A parsed experiment file."""
+
+    out: Path
+    seeds: list[int]
+    arms: list[Arm]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    reference: str | None = None
+
+    def runs(self) -> list[tuple[Arm, int, Path]]:
+        """(arm, seed, run folder), seed-major."""
+        seeds = sorted({s for a in self.arms for s in (a.seeds or self.seeds)})
+        return [
+            (arm, seed, self.out / "runs" / f"{arm.name}-seed{seed}")
+            for seed in seeds
+            for arm in self.arms
+            if seed in (arm.seeds or self.seeds)
+        ]
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) for s in value):
+        raise ConfigError(f"{where}: give a non-empty list of integer seeds, e.g. [0, 1, 2]")
+    return list(value)
+
+
+def _overrides(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and "." in k for k in value):
+        raise ConfigError(f"{where}: give a mapping of config fields, e.g. {{train.steps: 48}}")
+    return dict(value)
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and check an experiment file (one-line errors naming the field)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment: {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"experiment: {path} is not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"experiment: {path} must hold a mapping (out, seeds, set, reference, arms)")
+    unknown = set(data) - EXPERIMENT_KEYS
+    if unknown:
+        raise ConfigError(
+            f"experiment: unknown field {sorted(unknown)[0]!r}; known: {', '.join(sorted(EXPERIMENT_KEYS))}"
+        )
+    arms_data = data.get("arms")
+    if not isinstance(arms_data, dict) or not arms_data:
+        raise ConfigError("experiment.arms: give a mapping of arm names to {config: FILE, set: {...}}")
+    base = path.parent
+    arms = []
+    for name, spec in arms_data.items():
+        spec = spec or {}
+        if not isinstance(spec, dict):
+            raise ConfigError(f"experiment.arms.{name}: give a mapping with config and set")
+        extra = set(spec) - ARM_KEYS
+        if extra:
+            raise ConfigError(f"experiment.arms.{name}: unknown field {sorted(extra)[0]!r}; known: config, set, seeds")
+        config = spec.get("config")
+        config_path = None
+        if config is not None:
+            config_path = Path(config) if Path(config).is_file() else base / config
+            if not config_path.is_file():
+                raise ConfigError(f"experiment.arms.{name}.config: {config} does not exist")
+        arm_seeds = _seeds(spec["seeds"], f"experiment.arms.{name}.seeds") if "seeds" in spec else None
+        arms.append(Arm(str(name), config_path, _overrides(spec.get("set"), f"experiment.arms.{name}.set"), arm_seeds))
+    reference = data.get("reference")
+    if reference is not None and reference not in arms_data:
+        raise ConfigError(f"experiment.reference: {reference!r} is not an arm ({', '.join(map(str, arms_data))})")
+    out = data.get("out")
+    if not isinstance(out, str) or not out:
+        raise ConfigError("experiment.out: give the output folder")
+    return Experiment(
+        out=Path(out),
+        seeds=_seeds(data.get("seeds", [0]), "experiment.seeds"),
+        arms=arms,
+        overrides=_overrides(data.get("set"), "experiment.set"),
+        reference=reference,
+    )
+
+
+def arm_config(experiment: Experiment, arm: Arm, seed: int, run_dir: Path) -> Any:
+    """The validated config of one run: the arm's file, the experiment's overrides, the arm's, seed and folder."""
+    from frost.config import load_config
+
+    values = {"train.checkpoint_every": 1, **experiment.overrides, **arm.overrides}
+    values |= {"train.seed": seed, "train.run_dir": str(run_dir)}
+    return load_config(arm.config, [f"{k}={json.dumps(v)}" for k, v in values.items()])
+
+
+def finished_step(run_dir: Path) -> int | None:
+    """The step of a run's latest checkpoint (None: no checkpoint)."""
+    latest = run_dir / "checkpoints" / "latest"
+    if not latest.is_file():
+        return None
+    state = run_dir / "checkpoints" / latest.read_text().strip() / "state.json"
+    return int(json.loads(state.read_text())["step"]) if state.is_file() else None
+
+
+def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str, Any]:
+    """Train every run that is not finished (resuming interrupted ones), rewriting the summary after each."""
+    from frost.trainer import Trainer
+
+    experiment.out.mkdir(parents=True, exist_ok=True)
+    log = experiment.out / "progress.jsonl"
+
+    def note(record: dict[str, Any]) -> None:
+        with log.open("a") as f:
+            f.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+    for arm, seed, run_dir in experiment.runs():
+        config = arm_config(experiment, arm, seed, run_dir)
+        done = finished_step(run_dir)
+        if done is not None and done >= config.train.steps:
+            continue
+        note({"arm": arm.name, "seed": seed, "event": "resume" if done else "start", "step": done or 0})
+        trainer = Trainer(config, resume=done is not None, overwrite=done is None)
+
+        def on_step(metrics: dict[str, Any], name: str = arm.name, seed: int = seed) -> None:
+            note(
+                {"arm": name, "seed": seed, "event": "step", "step": metrics["step"], "step_s": metrics["time/step_s"]}
+            )
+
+        try:
+            trainer.run(progress=progress, on_metrics=on_step)
+        finally:
+            trainer.close()
+        note({"arm": arm.name, "seed": seed, "event": "done", "step": trainer.step})
+        write_summary(experiment)
+    return write_summary(experiment)
+
+
+def _records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    path = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [r for r in rows if "reward_mean" in r], [r for r in rows if "val/reward_mean" in r]
+
+
+def mean_ci(values: list[float]) -> dict[str, float]:
+    """Mean, standard error and the half-width of a 95% Student t interval (NaN with fewer than 2 values)."""
+    n = len(values)
+    mean = statistics.fmean(values) if values else float("nan")
+    if n < 2:
+        return {"mean": mean, "se": float("nan"), "ci95": float("nan"), "n": n}
+    se = statistics.stdev(values) / math.sqrt(n)
+    t = T_975[n - 2] if n - 1 <= len(T_975) else 1.96
+    return {"mean": mean, "se": se, "ci95": t * se, "n": n}
+
+
+def best_by_text(run_dir: Path, step: int) -> dict[str, float]:
+    """Best reward of each validation text's samples at a validation step (`samples.jsonl`)."""
+    path = run_dir / "samples.jsonl"
+    out: dict[str, float] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row["step"] == step:
+                out[row["doc"]] = max(m["reward"] for m in row["moves"])
+    return out
+
+
+def paired(experiment: Experiment, arm: Arm) -> dict[str, Any] | None:
+    """Best-of-N of `arm` minus the reference's, per validation text and seed, at their last common validation
+    step."""
+    if experiment.reference is None or arm.name == experiment.reference:
+        return None
+    ref = next(a for a in experiment.arms if a.name == experiment.reference)
+    diffs: list[float] = []
+    steps = []
+    for seed in sorted(set(arm.seeds or experiment.seeds) & set(ref.seeds or experiment.seeds)):
+        a_dir = experiment.out / "runs" / f"{arm.name}-seed{seed}"
+        r_dir = experiment.out / "runs" / f"{ref.name}-seed{seed}"
+        common = {v["step"] for v in _records(a_dir)[1]} & {v["step"] for v in _records(r_dir)[1]}
+        if not common:
+            continue
+        step = max(common)
+        steps.append(step)
+        mine, theirs = best_by_text(a_dir, step), best_by_text(r_dir, step)
+        diffs += [mine[d] - theirs[d] for d in sorted(mine.keys() & theirs.keys())]
+    if not diffs:
+        return None
+    return {
+        "against": ref.name,
+        "steps": steps,
+        **mean_ci(diffs),
+        "wins": sum(d > 0 for d in diffs),
+        "losses": sum(d < 0 for d in diffs),
+        "ties": sum(d == 0 for d in diffs),
+    }
+
+
+def summarize(experiment: Experiment) -> dict[str, Any]:
+    """The experiment's statistics from its run folders (what exists so far)."""
+    arms: dict[str, Any] = {}
+    for arm in experiment.arms:
+        seeds = arm.seeds or experiment.seeds
+        curves: dict[int, dict[str, list[float]]] = {}
+        runs = []
+        for seed in seeds:
+            run_dir = experiment.out / "runs" / f"{arm.name}-seed{seed}"
+            train, val = _records(run_dir)
+            if not train and not val:
+                continue
+            best_key = next((k for k in (val[0] if val else {}) if k.startswith("val/best_of_")), None)
+            for v in val:
+                c = curves.setdefault(int(v["step"]), {"best": [], "mean": [], "entropy": [], "var": [], "zero": []})
+                c["best"].append(v[best_key] if best_key else float("nan"))
+                c["mean"].append(v["val/reward_mean"])
+                c["entropy"].append(v["val/token_entropy"])
+                c["var"].append(v["val/score_var"])
+                c["zero"].append(v["val/frac_zero_var"])
+            runs.append(
+                {
+                    "seed": seed,
+                    "steps": train[-1]["step"] if train else 0,
+                    "judge_fwd_seqs": sum(r["judge_fwd_seqs"] for r in train),
+                    "wall_s": sum(r["time/step_s"] for r in train),
+                    "skipped_steps": train[-1].get("train/skipped_steps", 0) if train else 0,
+                }
+            )
+        arms[arm.name] = {
+            "runs": runs,
+            "curves": {s: {k: mean_ci(v) for k, v in c.items()} for s, c in sorted(curves.items())},
+            "paired": paired(experiment, arm),
+        }
+    return {"reference": experiment.reference, "arms": arms}
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """Final validation per arm (mean +- 95% CI over seeds), paired differences, cost."""
+    lines = [
+        "| arm | seeds | steps | val best-of-N (last step) | val mean reward | token entropy | zero-variance groups "
+        "| judge fwd seqs per run | wall s per run |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for name, arm in summary["arms"].items():
+        if not arm["curves"]:
+            continue
+        last = max(arm["curves"])
+        c = arm["curves"][last]
+        runs = arm["runs"]
+        lines.append(
+            f"| {name} | {c['best']['n']} | {last} | {c['best']['mean']:.2f} +- {c['best']['ci95']:.2f} "
+            f"| {c['mean']['mean']:.2f} +- {c['mean']['ci95']:.2f} | {c['entropy']['mean']:.3f} "
+            f"| {c['zero']['mean']:.2f} | {statistics.fmean(r['judge_fwd_seqs'] for r in runs):.0f} "
+            f"| {statistics.fmean(r['wall_s'] for r in runs):.0f} |"
+        )
+    pairs = [(n, a["paired"]) for n, a in summary["arms"].items() if a["paired"]]
+    if pairs:
+        lines += ["", "Paired best-of-N per validation text (arm minus reference, same text and seed):", ""]
+        lines += ["| arm | against | pairs | mean difference +- SE | wins / losses / ties |", "|---|---|---:|---|---|"]
+        for name, p in pairs:
+            lines.append(
+                f"| {name} | {p['against']} | {p['n']} | {p['mean']:+.2f} +- {p['se']:.2f} "
+                f"| {p['wins']} / {p['losses']} / {p['ties']} |"
+            )
+    return "\n".join(lines)
+
+
+def write_summary(experiment: Experiment) -> dict[str, Any]:
+    """Rewrite `summary.json` and `summary.md` from the run folders."""
+    summary = summarize(experiment)
+    experiment.out.mkdir(parents=True, exist_ok=True)
+    (experiment.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (experiment.out / "summary.md").write_text(markdown(summary) + "\n")
+    return summary

@@ -1,0 +1,153 @@
+"""`frost experiment`: arms x seeds on a tiny random-weight model, the summary's statistics, skip and resume after a
+kill (at most the step in progress is lost), and bad experiment files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from frost.cli import main
+from frost.experiment import best_by_text, load_experiment, mean_ci
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = {
+    "model.name": "qwen3-tiny-shape",
+    "model.device": "cpu",
+    "lora.rank": 4,
+    "lora.alpha": 8,
+    "optim.lr": 0.01,
+    "data.source": "handwritten",
+    "data.validation_size": 3,
+    "train.K": 2,
+    "train.batch_size": 2,
+    "train.steps": 3,
+    "train.val_every": 1,
+    "train.val_documents": 3,
+    "train.val_samples": 2,
+}
+
+
+def write_experiment(folder: Path, out: Path) -> Path:
+    spec = {
+        "out": str(out),
+        "seeds": [0, 1],
+        "set": COMMON,
+        "reference": "grpo",
+        "arms": {
+            "grpo": {"set": {"train.algorithm": "grpo", "train.K": 4}},
+            "frost": {"set": {"train.algorithm": "frost", "frost.rule": "judge-gated"}},
+            "grpo-k2": {"set": {"train.algorithm": "grpo"}, "seeds": [0]},
+        },
+    }
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def run_metrics(out: Path) -> dict[str, list[dict]]:
+    return {
+        d.name: [
+            {k: v for k, v in json.loads(line).items() if not k.startswith("time/")}
+            for line in (d / "metrics.jsonl").read_text().splitlines()
+        ]
+        for d in sorted((out / "runs").iterdir())
+    }
+
+
+def test_mean_ci_uses_student_t():
+    stats = mean_ci([1.0, 2.0, 3.0])
+    assert stats["mean"] == 2.0 and stats["se"] == pytest.approx(1 / 3**0.5)
+    assert stats["ci95"] == pytest.approx(4.303 / 3**0.5)
+
+
+def test_experiment_trains_every_arm_and_seed_summarizes_and_skips_finished_runs(tmp_path, capsys):
+    out = tmp_path / "out"
+    path = write_experiment(tmp_path, out)
+    assert main(["experiment", str(path), "--no-progress", "--threads", "1"]) == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["frost-seed0", "frost-seed1", "grpo-k2-seed0",
+                                                               "grpo-seed0", "grpo-seed1"]  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    frost = summary["arms"]["frost"]
+    assert [r["steps"] for r in frost["runs"]] == [3, 3]
+    last = frost["curves"][str(3)]
+    assert last["best"]["n"] == 2
+    # the paired difference, recomputed by hand from the samples of both arms
+    diffs = []
+    for seed in (0, 1):
+        mine = best_by_text(out / "runs" / f"frost-seed{seed}", 3)
+        theirs = best_by_text(out / "runs" / f"grpo-seed{seed}", 3)
+        assert len(mine) == 3
+        diffs += [mine[d] - theirs[d] for d in mine]
+    paired = frost["paired"]
+    assert paired["n"] == 6 and paired["mean"] == pytest.approx(sum(diffs) / 6)
+    assert paired["wins"] + paired["losses"] + paired["ties"] == 6
+    assert summary["arms"]["grpo"]["paired"] is None
+    assert "| frost |" in capsys.readouterr().out
+    before = run_metrics(out)
+    events = (out / "progress.jsonl").read_text().count('"start"')
+    assert main(["experiment", str(path), "--no-progress"]) == 0  # everything finished: nothing retrains
+    assert run_metrics(out) == before and (out / "progress.jsonl").read_text().count('"start"') == events
+
+
+def test_a_killed_experiment_resumes_losing_at_most_the_step_in_progress(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "frost.cli", "experiment", "--no-progress", "--threads", "1"]
+    runs = {}
+    for name in ("whole", "killed"):
+        (tmp_path / name).mkdir()
+        runs[name] = write_experiment(tmp_path / name, tmp_path / name / "out")
+    whole, killed = tmp_path / "whole" / "out", tmp_path / "killed" / "out"
+    subprocess.run([*cmd, str(runs["whole"])], env=env, check=True, capture_output=True, timeout=600)
+    path = runs["killed"]
+    proc = subprocess.Popen([*cmd, str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        progress = killed / "progress.jsonl"
+        while not (progress.is_file() and progress.read_text().count('"event": "step"') >= 5):  # run 2, step 2
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    subprocess.run([*cmd, str(path)], env=env, check=True, capture_output=True, timeout=600)
+    events = [json.loads(line) for line in progress.read_text().splitlines()]
+    assert any(e["event"] == "resume" for e in events)
+    assert run_metrics(killed) == run_metrics(whole)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"out": "x", "arms": {}}, "experiment.arms"),
+        ({"out": "x", "arms": {"a": {"config": "nowhere.yaml"}}}, "experiment.arms.a.config"),
+        ({"out": "x", "arms": {"a": {"sett": {}}}}, "experiment.arms.a"),
+        ({"out": "x", "arms": {"a": {}}, "reference": "b"}, "experiment.reference"),
+        ({"out": "x", "arms": {"a": {}}, "seeds": "0"}, "experiment.seeds"),
+        ({"out": "x", "arms": {"a": {"set": {"steps": 3}}}}, "experiment.arms.a.set"),
+        ({"arms": {"a": {}}}, "experiment.out"),
+        ({"out": "x", "arms": {"a": {}}, "colour": 1}, "colour"),
+    ],
+)
+def test_bad_experiment_files_get_one_line(tmp_path, capsys, spec, field):
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["experiment", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and field in err[0]
+
+
+def test_a_missing_experiment_file_is_one_line(tmp_path, capsys):
+    assert main(["experiment", str(tmp_path / "none.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(Exception, match="does not exist"):
+        load_experiment(tmp_path / "none.yaml")
