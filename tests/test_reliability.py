@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from frost import checkpoint
+from frost.errors import ConfigError
 from frost.trainer import Trainer, TrainingError
 from test_trainer import read_metrics, tiny_base, tiny_config
 
@@ -105,3 +106,18 @@ def test_a_second_signal_stops_at_once_and_the_last_checkpoint_loads(tmp_path):
     _, path = checkpoint.resolve_checkpoint(run)
     assert (path / "adapter.safetensors").is_file() and (path / "state.json").is_file()
     assert path.name.startswith("step-")
+
+
+class NotData:
+    """Anything a weights-only unpickler must refuse."""
+
+
+def test_a_checkpoint_holding_code_is_refused_with_one_line(tmp_path, embedded_tokenizer):
+    trainer = Trainer(
+        tiny_config(tmp_path, steps=1, val_every=0, checkpoint_every=1), base=tiny_base(embedded_tokenizer)
+    )
+    trainer.run(progress=False)
+    _, path = checkpoint.resolve_checkpoint(tmp_path)
+    torch.save({"generator": None, "torch": torch.get_rng_state(), "python": NotData(), "cuda": None}, path / "rng.pt")
+    with pytest.raises(ConfigError, match="refusing to unpickle"):
+        Trainer(tiny_config(tmp_path, steps=2, val_every=0), base=tiny_base(embedded_tokenizer), resume=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from dataclasses import dataclass
@@ -174,8 +175,15 @@ def load(
 
     _, path = resolve_checkpoint(run_dir)
     set_peft_model_state_dict(player, load_file(str(path / "adapter.safetensors"), device=str(device)))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device))
-    rng = torch.load(path / "rng.pt", weights_only=False)
+    # weights_only: a checkpoint can hold tensors and plain containers, never code to run
+    try:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+        rng = torch.load(path / "rng.pt", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(
+            f"checkpoint {path}: optimizer.pt or rng.pt holds objects other than tensors and plain data; "
+            "refusing to unpickle them (write the checkpoint again with frost train)"
+        ) from exc
     if generator is not None and rng.get("generator") is not None:
         generator.set_state(rng["generator"])
     torch.set_rng_state(rng["torch"])
