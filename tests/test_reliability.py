@@ -121,3 +121,38 @@ def test_a_checkpoint_holding_code_is_refused_with_one_line(tmp_path, embedded_t
     torch.save({"generator": None, "torch": torch.get_rng_state(), "python": NotData(), "cuda": None}, path / "rng.pt")
     with pytest.raises(ConfigError, match="refusing to unpickle"):
         Trainer(tiny_config(tmp_path, steps=2, val_every=0), base=tiny_base(embedded_tokenizer), resume=True)
+
+
+def test_the_judge_halves_its_passes_on_out_of_memory_and_gets_the_same_results(tiny_model, monkeypatch):
+    import frost.judge as judge_module
+    from conftest import make_instance, random_moves
+    from frost.judge import Judge, JudgeOutOfMemory
+
+    inst = make_instance(move_length=4)
+    moves = random_moves(8, 4, seed=3)
+    want = Judge(tiny_model, batch_size=8)
+    want_scores, want_taylor = want.rewards(inst, moves), want.taylor(inst, moves)
+    real = judge_module.causal_lm_logits
+
+    def small_memory(model, **kwargs):  # a device that holds at most 2 sequences per pass
+        rows = (kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]).shape[0]
+        if rows > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(judge_module, "causal_lm_logits", small_memory)
+    judge = Judge(tiny_model, batch_size=8)
+    with pytest.warns(UserWarning, match="out of memory at 8 sequences per pass; continuing with 4"):
+        taylor = judge.taylor(inst, moves)
+    assert judge.batch_size == 2 and judge.backward_sequences == 8 and judge.forward_sequences == 8
+    assert torch.allclose(taylor.rewards, want_taylor.rewards, atol=1e-5)
+    assert taylor.grad is not None and want_taylor.grad is not None
+    assert torch.allclose(taylor.grad, want_taylor.grad, atol=1e-5)
+    assert torch.allclose(judge.rewards(inst, moves), want_scores, atol=1e-5)
+
+    def no_memory(model, **kwargs):
+        raise torch.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(judge_module, "causal_lm_logits", no_memory)
+    with pytest.warns(UserWarning), pytest.raises(JudgeOutOfMemory, match="one sequence per pass"):
+        Judge(tiny_model, batch_size=4).rewards(inst, moves)

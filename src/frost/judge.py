@@ -21,13 +21,14 @@ sees the padding, and no mask is needed.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
-from frost.errors import ConfigError
+from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance
 from frost.models import causal_lm_logits
 from frost.moves import content_lengths, content_mask
@@ -235,9 +236,8 @@ class _Batch:
     """Real (unpadded) tokens in the batch."""
 
 
-def _chunks(n: int, size: int) -> Iterator[slice]:
-    for lo in range(0, n, size):
-        yield slice(lo, min(lo + size, n))
+class JudgeOutOfMemory(FrostError):
+    """Even one sequence per judge pass does not fit in memory."""
 
 
 class Judge:
@@ -364,6 +364,29 @@ class Judge:
             out.append(tuple(_pad_cat([row[c].unsqueeze(0) for row in rows]) for c in range(3)))
         return out  # type: ignore[return-value]
 
+    def _each_pass(self, rows: list[tuple[int, GameInstance, list[int]]], one_pass: Callable[[slice], None]) -> None:
+        """Run `one_pass` over consecutive chunks of `rows` (`rows_per_pass`); on out-of-memory, halve the chunk
+        (for this judge from then on, with one warning per size) and run the failed chunk again."""
+        size, pos = self.rows_per_pass(rows), 0
+        while pos < len(rows):
+            stop = min(pos + size, len(rows))
+            try:
+                one_pass(slice(pos, stop))
+            except torch.OutOfMemoryError:
+                if stop - pos <= 1:
+                    raise JudgeOutOfMemory(
+                        "judge: out of memory with one sequence per pass; use a device with more memory, a smaller "
+                        "model or shorter game texts"
+                    ) from None
+                size = (stop - pos) // 2
+                self.batch_size = min(self.batch_size, size)
+                warnings.warn(f"judge: out of memory at {stop - pos} sequences per pass; continuing with {size}",
+                              stacklevel=3)  # fmt: skip
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            pos = stop
+
     def score_many(self, items: list[Item]) -> list[JudgeScores]:
         """The judge's log-probabilities of every target token of each text's moves, all texts batched together
         (`batch_size` rows per forward, right-padded); identical moves of a text are scored once."""
@@ -372,16 +395,19 @@ class Judge:
         rows = [(n, inst, m) for n, ((inst, _), (u, _)) in enumerate(zip(checked, uniques, strict=True)) for m in
                 u.tolist()]  # fmt: skip
         parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+        def one_pass(chunk: slice) -> None:
+            batch = self._batch([(inst, m) for _, inst, m in rows[chunk]])
+            keep = batch.ids.shape[1] - batch.first + 1
+            logits = causal_lm_logits(self.model, input_ids=batch.ids, keep=keep)[:, :-1]
+            lps = self._target_logprobs(logits, batch.ids[:, batch.first :])
+            for i, (lo, hi) in enumerate(zip(batch.offsets, batch.ends, strict=True)):
+                parts.append((lps[i, lo:hi], batch.scored[i, lo:hi], batch.in_move[i, lo:hi]))
+            self.forward_sequences += batch.ids.shape[0]
+            self.forward_tokens += batch.tokens
+
         with torch.inference_mode(), self._eval():
-            for chunk in _chunks(len(rows), self.rows_per_pass(rows)):
-                batch = self._batch([(inst, m) for _, inst, m in rows[chunk]])
-                keep = batch.ids.shape[1] - batch.first + 1
-                logits = causal_lm_logits(self.model, input_ids=batch.ids, keep=keep)[:, :-1]
-                lps = self._target_logprobs(logits, batch.ids[:, batch.first :])
-                for i, (lo, hi) in enumerate(zip(batch.offsets, batch.ends, strict=True)):
-                    parts.append((lps[i, lo:hi], batch.scored[i, lo:hi], batch.in_move[i, lo:hi]))
-                self.forward_sequences += batch.ids.shape[0]
-                self.forward_tokens += batch.tokens
+            self._each_pass(rows, one_pass)
         out = []
         grouped = self._by_instance([r[0] for r in rows], len(items), parts)
         for (inst, _), (_, inverse), (lps, scored, in_move) in zip(checked, uniques, grouped, strict=True):
@@ -421,45 +447,53 @@ class Judge:
         grads: list[torch.Tensor] = []
         judge_lps: list[torch.Tensor] = []
         slots = torch.arange(length, device=self.device).view(1, -1)
+
+        def one_pass(chunk: slice) -> None:
+            batch = self._batch([(inst, m) for _, inst, m in rows[chunk]])
+            n, width = batch.ids.shape
+            first = batch.first
+            with torch.no_grad():
+                embeds = emb_layer(batch.ids)
+            embeds.requires_grad_(with_grad)
+            with torch.set_grad_enabled(with_grad):
+                logits = causal_lm_logits(self.model, inputs_embeds=embeds, keep=width - first + 1)[:, :-1]
+            targets = batch.ids[:, first:].unsqueeze(-1)
+            with torch.no_grad():
+                full = logits.detach().float()
+                lps = self._target_logprobs(full, targets.squeeze(-1))
+            positions = batch.starts.view(-1, 1) + slots  # [n, L] judge positions of the move slots
+            inside = positions < width
+            if with_grad:
+                # d reward / d logits = sign * mask * (one_hot(target) - softmax): one fused softmax instead of
+                # autograd's much slower trip back through logsumexp over the [n, T, V] logits
+                with torch.no_grad():
+                    signs = torch.tensor([float(inst.sign) for _, inst, _ in rows[chunk]], device=self.device)
+                    dlogits = torch.softmax(full, dim=-1).neg_()
+                    dlogits.scatter_add_(-1, targets, torch.ones_like(targets, dtype=dlogits.dtype))
+                    dlogits.mul_((batch.scored * signs.view(-1, 1)).unsqueeze(-1))
+                (grad,) = torch.autograd.grad(logits, embeds, grad_outputs=dlogits.to(logits.dtype))
+                index = positions.clamp(max=width - 1).unsqueeze(-1).expand(-1, -1, grad.shape[-1])
+                chunk_grad = grad.float().gather(1, index) * inside.unsqueeze(-1)
+            with torch.no_grad():
+                # log P_J(. | prefix, y<j) at slot j: logits column c predicts judge position first + c
+                column = positions - first
+                has = (column >= 0) & (column < full.shape[1]) & (batch.starts.view(-1, 1) > 0)
+                index = column.clamp(0, full.shape[1] - 1).unsqueeze(-1).expand(-1, -1, full.shape[-1])
+                own = torch.log_softmax(full.gather(1, index), dim=-1)
+                chunk_own = own.masked_fill(~has.unsqueeze(-1), 0.0)
+            # nothing is kept before the whole pass has succeeded (an out-of-memory retry runs it again)
+            if with_grad:
+                grads.append(chunk_grad)
+                self.backward_sequences += n
+            judge_lps.append(chunk_own)
+            for i, (lo, hi) in enumerate(zip(batch.offsets, batch.ends, strict=True)):
+                parts.append((lps[i, lo:hi], batch.scored[i, lo:hi], batch.in_move[i, lo:hi]))
+            self.forward_sequences += n
+            self.forward_tokens += batch.tokens
+
         with self._eval():
-            for chunk in _chunks(len(rows), self.rows_per_pass(rows)):
-                batch = self._batch([(inst, m) for _, inst, m in rows[chunk]])
-                n, width = batch.ids.shape
-                first = batch.first
-                with torch.no_grad():
-                    embeds = emb_layer(batch.ids)
-                embeds.requires_grad_(with_grad)
-                with torch.set_grad_enabled(with_grad):
-                    logits = causal_lm_logits(self.model, inputs_embeds=embeds, keep=width - first + 1)[:, :-1]
-                targets = batch.ids[:, first:].unsqueeze(-1)
-                with torch.no_grad():
-                    full = logits.detach().float()
-                    lps = self._target_logprobs(full, targets.squeeze(-1))
-                positions = batch.starts.view(-1, 1) + slots  # [n, L] judge positions of the move slots
-                inside = positions < width
-                if with_grad:
-                    # d reward / d logits = sign * mask * (one_hot(target) - softmax): one fused softmax instead of
-                    # autograd's much slower trip back through logsumexp over the [n, T, V] logits
-                    with torch.no_grad():
-                        signs = torch.tensor([float(inst.sign) for _, inst, _ in rows[chunk]], device=self.device)
-                        dlogits = torch.softmax(full, dim=-1).neg_()
-                        dlogits.scatter_add_(-1, targets, torch.ones_like(targets, dtype=dlogits.dtype))
-                        dlogits.mul_((batch.scored * signs.view(-1, 1)).unsqueeze(-1))
-                    (grad,) = torch.autograd.grad(logits, embeds, grad_outputs=dlogits.to(logits.dtype))
-                    index = positions.clamp(max=width - 1).unsqueeze(-1).expand(-1, -1, grad.shape[-1])
-                    grads.append(grad.float().gather(1, index) * inside.unsqueeze(-1))
-                    self.backward_sequences += n
-                with torch.no_grad():
-                    # log P_J(. | prefix, y<j) at slot j: logits column c predicts judge position first + c
-                    column = positions - first
-                    has = (column >= 0) & (column < full.shape[1]) & (batch.starts.view(-1, 1) > 0)
-                    index = column.clamp(0, full.shape[1] - 1).unsqueeze(-1).expand(-1, -1, full.shape[-1])
-                    own = torch.log_softmax(full.gather(1, index), dim=-1)
-                    judge_lps.append(own.masked_fill(~has.unsqueeze(-1), 0.0))
-                for i, (lo, hi) in enumerate(zip(batch.offsets, batch.ends, strict=True)):
-                    parts.append((lps[i, lo:hi], batch.scored[i, lo:hi], batch.in_move[i, lo:hi]))
-                self.forward_sequences += n
-                self.forward_tokens += batch.tokens
+            self._each_pass(rows, one_pass)
+
         owners = [r[0] for r in rows]
         grouped = self._by_instance(owners, len(items), parts)
         grad_all = torch.cat(grads) if with_grad else None
