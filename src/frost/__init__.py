@@ -14,6 +14,7 @@ _EXPORTS = {
     "FrostError": "frost.errors",
     "FrostRecord": "frost.frost",
     "frost_step": "frost.frost",
+    "frost_step_batch": "frost.frost",
     "select_candidates": "frost.frost",
     "Game": "frost.games",
     "GameInstance": "frost.games",
@@ -25,10 +26,13 @@ _EXPORTS = {
     "load_model": "frost.models",
     "SampledMoves": "frost.sampling",
     "sample_moves": "frost.sampling",
+    "sample_moves_batch": "frost.sampling",
     "move_masks": "frost.moves",
     "GroupSettings": "frost.step",
     "play_group": "frost.step",
     "group_loss": "frost.step",
+    "play_step": "frost.step",
+    "step_loss": "frost.step",
 }
 
 __all__ = sorted(_EXPORTS)
