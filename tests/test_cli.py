@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from frost.cli import main
 
@@ -49,3 +50,30 @@ def test_rules_lists_all_seven(capsys):
     out = capsys.readouterr().out
     for rule in ("random", "topprob", "taylor", "taylor-gated", "full", "full-gated", "judge-gated"):
         assert rule in out
+
+
+def _one_line_exit_2(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        raise SystemExit(main(argv))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_a_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a model")
+    line = _one_line_exit_2(["score", *PAIR, "--move", " hi", "--model", str(tmp_path)], capsys)
+    assert str(tmp_path) in line and "not a loadable model" in line
+
+
+def test_a_device_that_is_not_there_is_one_line(capsys):
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    line = _one_line_exit_2(["score", *PAIR, "--move", " hi", "--device", "cuda:7"], capsys)
+    assert "model.device" in line and "cuda:7" in line
+
+
+def test_a_move_longer_than_the_models_context_is_one_line(capsys):
+    line = _one_line_exit_2(["infill", *PAIR, "--L", "9000", "--K", "2"], capsys)
+    assert "context of 8192" in line and "move_length" in line

@@ -30,7 +30,7 @@ import torch
 
 from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance
-from frost.models import causal_lm_logits
+from frost.models import causal_lm_logits, check_fits_context
 from frost.moves import content_lengths, content_mask
 
 TaylorMode = Literal["first-order", "full"]
@@ -530,6 +530,7 @@ class Judge:
         vocab = self.embedding.shape[0]
         if int(moves.min()) < 0 or int(moves.max()) >= vocab:
             raise ConfigError(f"move token ids must lie in [0, {vocab}); got {int(moves.min())}..{int(moves.max())}")
+        check_fits_context(self.model, inst.max_judge_length, "the judge's sequence")
         if inst.stop_id is not None and bool((content_lengths(inst, moves) < 1).any()):
             raise ConfigError("moves: a move has at least one content token before its stop token")
         return moves

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from frost.errors import ModelLoadError
+from frost.errors import ConfigError, ModelLoadError
 from frost.shapes import is_shape, random_model
 
 EMBEDDED = "embedded"
@@ -52,9 +52,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError as exc:
         raise ModelLoadError(f"model.device: unknown device {device!r}; use auto, cpu or cuda[:N]") from exc
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index is not None and dev.index >= count):
+            have = "no CUDA device" if count == 0 else f"CUDA devices 0..{count - 1}"
+            raise ModelLoadError(f"model.device: {device!r} is not available here ({have}); use auto or cpu")
+    elif dev.type not in ("cpu", "meta"):
+        raise ModelLoadError(f"model.device: {device!r} is not supported; use auto, cpu or cuda[:N]")
+    return dev
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -128,8 +136,18 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _from_pretrained(cls: Any, name: str, **kwargs: Any) -> Any:
     """Load from a local folder, the local hub cache, or the hub; one clear error when none works."""
-    if Path(name).expanduser().is_dir():
-        return cls.from_pretrained(str(Path(name).expanduser()), **kwargs)
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file() and cls.__name__ != "AutoTokenizer":
+            raise ModelLoadError(f"model {name!r}: the folder has no config.json; give a folder saved by transformers")
+        try:
+            return cls.from_pretrained(str(folder), **kwargs)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(
+                f"model {name!r}: the folder is not a loadable model or tokenizer ({first[:160]}); give a folder "
+                "saved by transformers, `embedded`, or a hub id"
+            ) from exc
     try:
         return cls.from_pretrained(name, local_files_only=True, **kwargs)
     except OSError:
@@ -190,6 +208,22 @@ def load_model(
     model.eval()
     model.requires_grad_(False)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, device=dev, dtype=dt)
+
+
+def context_length(model: Any) -> int | None:
+    """The longest sequence the model takes (`max_position_embeddings`), when its config says."""
+    value = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) else None
+
+
+def check_fits_context(model: Any, length: int, what: str) -> None:
+    """One-line error when a sequence of `length` tokens is longer than the model's context."""
+    limit = context_length(model)
+    if limit is not None and length > limit:
+        raise ConfigError(
+            f"{what}: {length} tokens do not fit the model's context of {limit}; lower game.move_length or the "
+            "game's text lengths"
+        )
 
 
 def forbidden_token_mask(tokenizer: Any, vocab_size: int, device: torch.device | str = "cpu") -> torch.Tensor:

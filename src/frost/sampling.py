@@ -183,6 +183,9 @@ def sample_moves_batch(
     _check_sampling(num_moves, move_length, temperature)
     device = model_device(model)
     batch = PromptBatch.build(prompts, device)
+    from frost.models import check_fits_context
+
+    check_fits_context(model, batch.ids.shape[1] + move_length, "the player's prompt and move")
     n_prompts, k, rows = len(prompts), num_moves, len(prompts) * num_moves
     masks = _row_masks(forbidden, n_prompts, move_length, device)
     stops = list(stop_ids) if stop_ids is not None else [None] * n_prompts
