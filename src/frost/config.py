@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -172,10 +173,10 @@ class Config:
             _at_least(f"train.{name}", getattr(t, name), 1)
         for name in ("steps", "val_every", "checkpoint_every", "val_documents"):
             _at_least(f"train.{name}", getattr(t, name), 0)
-        if t.beta < 0:
-            raise ConfigError(f"train.beta must be >= 0, got {t.beta}")
-        if not t.temperature > 0:
-            raise ConfigError(f"train.temperature must be > 0, got {t.temperature}")
+        if not (math.isfinite(t.beta) and t.beta >= 0):
+            raise ConfigError(f"train.beta must be a finite number >= 0, got {t.beta}")
+        if not (math.isfinite(t.temperature) and t.temperature > 0):
+            raise ConfigError(f"train.temperature must be a finite number > 0, got {t.temperature}")
         if not g.kind:
             raise ConfigError("game.kind is missing: a built-in game (infilling, reverse, title, ...) or a game file")
         resolve_spec(g.kind, g.params())
@@ -184,8 +185,12 @@ class Config:
         check_rank_by(self.frost.rank_by)
         if self.frost.D is not None:
             _at_least("frost.D", self.frost.D, 0)
-        if not o.lr > 0:
-            raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
+        if not (math.isfinite(o.lr) and o.lr > 0):
+            raise ConfigError(f"optim.lr must be a finite number > 0, got {o.lr}")
+        if not (math.isfinite(o.eps) and o.eps > 0):
+            raise ConfigError(f"optim.eps must be a finite number > 0, got {o.eps}")
+        if not (math.isfinite(o.weight_decay) and o.weight_decay >= 0):
+            raise ConfigError(f"optim.weight_decay must be a finite number >= 0, got {o.weight_decay}")
         if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
             raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {o.betas}")
         if o.max_grad_norm is not None and not o.max_grad_norm > 0:
