@@ -1,0 +1,155 @@
+"""The bad-input matrix: every command and config section with the mistakes users make, each one line and exit 2.
+
+`FROST_WRITE_MATRIX=1 pytest tests/test_bad_input_matrix.py` also writes the table in docs/bad-input.md from what
+the commands actually printed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from frost.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIR = ["--begin", "Once upon a time", "--end", " there was a cat."]
+TRAIN = ["train", "--steps", "1", "--no-progress"]
+ROWS: list[tuple[str, str, str]] = []
+
+
+def files(tmp: Path) -> dict[str, str]:
+    """The files the cases point at."""
+    (tmp / "not-a-model").mkdir(exist_ok=True)
+    (tmp / "not-a-model" / "notes.txt").write_text("hello")
+    (tmp / "unknown-key.yaml").write_text("train: {K: 4, colour: red}\n")
+    (tmp / "not-yaml.yaml").write_text("train: {K: [\n")
+    (tmp / "empty.jsonl").write_text("")
+    (tmp / "binary.jsonl").write_bytes(bytes(range(256)) * 4)
+    (tmp / "docs.csv").write_text("a,b\n")
+    (tmp / "no-move.yaml").write_text(
+        "name: bad\nmove: {length: 4}\nplayer: 'Write {move_length} tokens'\njudge: [{start: true}, {doc: [0, 8], "
+        "scored: true}]\n"
+    )
+    (tmp / "bad-experiment.yaml").write_text("out: x\narms: {}\n")
+    (tmp / "empty-run").mkdir(exist_ok=True)
+    return {k: str(tmp / k) for k in ("not-a-model", "unknown-key.yaml", "not-yaml.yaml", "empty.jsonl",
+                                       "binary.jsonl", "docs.csv", "no-move.yaml", "bad-experiment.yaml",
+                                       "empty-run")}  # fmt: skip
+
+
+CASES: list[tuple[str, list[str], str]] = [
+    ("score: empty move", ["score", *PAIR, "--move", ""], "--move"),
+    ("score: empty move ids", ["score", *PAIR, "--move-ids", ""], "--move-ids"),
+    ("score: move ids not numbers", ["score", *PAIR, "--move-ids", "1,x"], "--move-ids"),
+    ("score: unknown Taylor mode", ["score", *PAIR, "--move", " hi", "--mode", "second-order"], "mode"),
+    ("score: gate above 1", ["score", *PAIR, "--move", " hi", "--tau", "1.5"], "--tau"),
+    ("score: gate of 0", ["score", *PAIR, "--move", " hi", "--tau", "0"], "--tau"),
+    ("score: negative --top", ["score", *PAIR, "--move", " hi", "--top", "-1"], "--top"),
+    ("score: no move at all", ["score", *PAIR], "--move"),
+    (
+        "score: a folder that is not a model",
+        ["score", *PAIR, "--move", " hi", "--model", "{not-a-model}"],
+        "not a loadable model",
+    ),
+    (
+        "score: a CUDA device that is not there",
+        ["score", *PAIR, "--move", " hi", "--device", "cuda:7"],
+        "model.device",
+    ),
+    ("score: an unknown device kind", ["score", *PAIR, "--move", " hi", "--device", "tpu"], "model.device"),
+    ("score: unknown dtype", ["score", *PAIR, "--move", " hi", "--dtype", "int4"], "model.dtype"),
+    ("score: unknown game", ["score", "--game", "chess", "--doc", "a", "--move", " b"], "game"),
+    ("infill: move length 0", ["infill", *PAIR, "--L", "0"], "--L"),
+    ("infill: group size 0", ["infill", *PAIR, "--K", "0"], "--K"),
+    ("infill: gate of 1", ["infill", *PAIR, "--tau", "1"], "tau"),
+    ("infill: unknown rule", ["infill", *PAIR, "--rule", "best"], "frost.rule"),
+    ("infill: a move longer than the model's context", ["infill", *PAIR, "--L", "9000", "--K", "2"], "context"),
+    ("diagnose selection: D not numbers", ["diagnose", "selection", "--D", "1,a"], "--D"),
+    ("diagnose selection: unknown rule", ["diagnose", "selection", "--rules", "taylor,nope"], "frost.rule"),
+    ("diagnose selection: gate above 1", ["diagnose", "selection", "--tau", "1e-4,2"], "tau"),
+    ("diagnose selection: unknown ranking", ["diagnose", "selection", "--rank-by", "gain"], "rank_by"),
+    ("diagnose selection: K not numbers", ["diagnose", "selection", "--K", "4,x"], "--K"),
+    ("diagnose selection: K of 0", ["diagnose", "selection", "--K", "0"], "--K"),
+    (
+        "diagnose selection: checkpoint that is not there",
+        ["diagnose", "selection", "--checkpoint", "nowhere"],
+        "nowhere",
+    ),
+    ("diagnose samples: runs that are not there", ["diagnose", "samples", "nowhere-a", "nowhere-b"], "nowhere-a"),
+    ("train: config file missing", [*TRAIN, "--config", "missing.yaml"], "--config"),
+    ("train: config not YAML", [*TRAIN, "--config", "{not-yaml.yaml}"], "--config"),
+    ("train: unknown config key", [*TRAIN, "--config", "{unknown-key.yaml}"], "colour"),
+    ("train: K of 0", [*TRAIN, "--set", "train.K=0"], "train.K"),
+    ("train: K not a number", [*TRAIN, "--set", "train.K=four"], "train.K"),
+    ("train: learning rate NaN", [*TRAIN, "--set", "optim.lr=.nan"], "optim.lr"),
+    ("train: negative KL coefficient", [*TRAIN, "--set", "train.beta=-1"], "train.beta"),
+    ("train: temperature 0", [*TRAIN, "--set", "train.temperature=0"], "train.temperature"),
+    ("train: one beta for AdamW", [*TRAIN, "--set", "optim.betas=[0.9]"], "optim.betas"),
+    ("train: unknown rule", [*TRAIN, "--set", "frost.rule=nope"], "frost.rule"),
+    ("train: gate above 1", [*TRAIN, "--set", "frost.tau=2"], "tau"),
+    ("train: unknown ranking", [*TRAIN, "--set", "frost.rank_by=gain"], "rank_by"),
+    ("train: unknown algorithm", [*TRAIN, "--set", "train.algorithm=ppo"], "train.algorithm"),
+    ("train: unknown game", [*TRAIN, "--game", "chess"], "game"),
+    ("train: game file without a move", [*TRAIN, "--game", "{no-move.yaml}"], "no move part"),
+    ("train: LoRA rank 0", [*TRAIN, "--set", "lora.rank=0"], "lora.rank"),
+    ("train: LoRA dropout 1.5", [*TRAIN, "--set", "lora.dropout=1.5"], "lora.dropout"),
+    ("train: negative micro-batch", [*TRAIN, "--set", "train.micro_batch=-1"], "train.micro_batch"),
+    ("train: max_skipped_steps 0", [*TRAIN, "--set", "train.max_skipped_steps=0"], "train.max_skipped_steps"),
+    ("train: judge batch 0", [*TRAIN, "--set", "model.judge_batch_size=0"], "model.judge_batch_size"),
+    ("train: a CUDA device that is not there", [*TRAIN, "--set", "model.device=cuda:7"], "model.device"),
+    ("train: resume a run that has no checkpoint", [*TRAIN, "--resume", "--run-dir", "{empty-run}"], "--resume"),
+    ("train: data file missing", [*TRAIN, "--set", "data.source=missing.jsonl"], "missing.jsonl"),
+    ("train: empty data file", [*TRAIN, "--set", "data.source={empty.jsonl}"], "is empty"),
+    ("train: binary data file", [*TRAIN, "--set", "data.source={binary.jsonl}"], "binary.jsonl"),
+    ("train: data of an unknown type", [*TRAIN, "--set", "data.source={docs.csv}"], "unknown type"),
+    ("data inspect: file missing", ["data", "inspect", "missing.jsonl"], "missing.jsonl"),
+    ("data inspect: empty file", ["data", "inspect", "{empty.jsonl}"], "is empty"),
+    ("bench: unknown shape", ["bench", "--only", "core", "--model", "qwen9-shape", "--repeats", "1"], "qwen9-shape"),
+    ("bench: unknown rule", ["bench", "--only", "steps", "--rules", "nope"], "frost.rule"),
+    ("report: run that is not there", ["report", "nowhere"], "nowhere"),
+    ("experiment: file missing", ["experiment", "missing.yaml"], "does not exist"),
+    ("experiment: no arms", ["experiment", "{bad-experiment.yaml}"], "experiment.arms"),
+]
+
+
+@pytest.mark.parametrize(("name", "argv", "field"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch, name, argv, field):
+    paths = files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for key, path in paths.items():
+        argv = [a.replace("{" + key + "}", path) for a in argv]
+    if "train" in argv and "--run-dir" not in argv:
+        argv += ["--run-dir", str(tmp_path / "run")]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors exit from the parser
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, (argv, err)
+    assert len(err) == 1, err
+    assert field in err[0], err[0]
+    assert "Traceback" not in err[0]
+    ROWS.append((name, " ".join(a if " " not in a else repr(a) for a in argv).replace(str(tmp_path) + "/", ""),
+                 err[0].replace(str(tmp_path) + "/", "")))  # fmt: skip
+
+
+def test_zz_write_the_matrix():
+    """Writes docs/bad-input.md when FROST_WRITE_MATRIX=1 (after the cases above have run)."""
+    if not os.environ.get("FROST_WRITE_MATRIX"):
+        pytest.skip("set FROST_WRITE_MATRIX=1 to rewrite docs/bad-input.md")
+    assert len(ROWS) == len(CASES)
+    lines = [
+        "# Bad input: one line, exit 2",
+        "",
+        "Written by `FROST_WRITE_MATRIX=1 pytest tests/test_bad_input_matrix.py` from what each command printed (each",
+        "row is a test in `make test`). Paths are relative to the test's folder.",
+        "",
+        "| # | mistake | command | the one line (stderr) |",
+        "|---:|---|---|---|",
+    ]
+    for n, (name, cmd, line) in enumerate(ROWS, 1):
+        lines.append(f"| {n} | {name} | `frost {cmd}` | {line.replace('|', '/')} |")
+    (ROOT / "docs").mkdir(exist_ok=True)
+    (ROOT / "docs" / "bad-input.md").write_text("\n".join(lines) + "\n")
