@@ -48,3 +48,10 @@ def test_random_config_values_validate_or_fail_in_one_line(assignments):
 
 def values_fields(values: dict[str, dict[str, object]]) -> list[tuple[str, str]]:
     return [(s, n) for s, fields in values.items() for n in fields]
+
+
+def test_numbers_written_without_a_dot_are_numbers():
+    from frost.config import load_config
+
+    config = load_config(None, ["optim.lr=3e-5", "frost.tau=1e-4", "train.beta=2E-1"])
+    assert (config.optim.lr, config.frost.tau, config.train.beta) == (3e-5, 1e-4, 0.2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -216,6 +217,10 @@ def _at_least(name: str, value: int, low: int) -> None:
         raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+"""Numbers written without a dot before the exponent, which YAML 1.1 leaves as text."""
+
+
 def _coerce(value: Any, annotation: Any, name: str) -> Any:
     """Check (and gently convert) a YAML value against a field's type annotation."""
     origin = typing.get_origin(annotation)
@@ -227,6 +232,8 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
         return _coerce(value, inner[0], name)
     if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 3e-5 (no dot) as a string
     if annotation is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if annotation is str and isinstance(value, str):
