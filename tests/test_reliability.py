@@ -142,8 +142,12 @@ def test_the_judge_halves_its_passes_on_out_of_memory_and_gets_the_same_results(
 
     monkeypatch.setattr(judge_module, "causal_lm_logits", small_memory)
     judge = Judge(tiny_model, batch_size=8)
-    with pytest.warns(UserWarning, match="out of memory at 8 sequences per pass; continuing with 4"):
+    with pytest.warns(UserWarning) as caught:
         taylor = judge.taylor(inst, moves)
+    assert [str(w.message) for w in caught] == [
+        "judge: out of memory at 8 sequences per pass; continuing with 4",
+        "judge: out of memory at 4 sequences per pass; continuing with 2",
+    ]
     assert judge.batch_size == 2 and judge.backward_sequences == 8 and judge.forward_sequences == 8
     assert torch.allclose(taylor.rewards, want_taylor.rewards, atol=1e-5)
     assert taylor.grad is not None and want_taylor.grad is not None
