@@ -194,5 +194,14 @@ def load(
     return TrainingState(step=state["step"], cursor=state["cursor"], skipped_steps=state.get("skipped_steps", 0))
 
 
+def finished_step(run_dir: Path) -> int | None:
+    """The step of a run's latest checkpoint (None: no checkpoint)."""
+    latest = run_dir / "checkpoints" / "latest"
+    if not latest.is_file():
+        return None
+    state = run_dir / "checkpoints" / latest.read_text().strip() / "state.json"
+    return int(json.loads(state.read_text())["step"]) if state.is_file() else None
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / "checkpoints" / "latest").is_file()

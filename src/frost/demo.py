@@ -132,6 +132,7 @@ def run_demo(out: Path, *, seeds: list[int], steps: int | None, threads: int = 0
     """Train the three arms for each seed (resuming finished or interrupted runs), then compare them."""
     import torch
 
+    from frost.checkpoint import finished_step
     from frost.config import load_config
     from frost.trainer import Trainer
 
@@ -146,7 +147,7 @@ def run_demo(out: Path, *, seeds: list[int], steps: int | None, threads: int = 0
                 overrides.append(f"train.steps={steps}")
             config = load_config(config_path(config_name), overrides)
             runs.append(ArmRun(arm, label, seed, run_dir))
-            finished = _finished_step(run_dir)
+            finished = finished_step(run_dir)
             if finished is not None and finished >= config.train.steps:
                 print(f"[{label}, seed {seed}] already trained ({run_dir})", flush=True)
                 continue
@@ -162,11 +163,3 @@ def run_demo(out: Path, *, seeds: list[int], steps: int | None, threads: int = 0
 
     write_report([r.run_dir for r in runs], out / "report")
     return table
-
-
-def _finished_step(run_dir: Path) -> int | None:
-    latest = run_dir / "checkpoints" / "latest"
-    if not latest.is_file():
-        return None
-    state = run_dir / "checkpoints" / latest.read_text().strip() / "state.json"
-    return int(json.loads(state.read_text())["step"]) if state.is_file() else None

@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from frost.checkpoint import finished_step
 from frost.errors import ConfigError
 
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
@@ -145,15 +146,6 @@ def arm_config(experiment: Experiment, arm: Arm, seed: int, run_dir: Path) -> An
     values = {"train.checkpoint_every": 1, **experiment.overrides, **arm.overrides}
     values |= {"train.seed": seed, "train.run_dir": str(run_dir)}
     return load_config(arm.config, [f"{k}={json.dumps(v)}" for k, v in values.items()])
-
-
-def finished_step(run_dir: Path) -> int | None:
-    """The step of a run's latest checkpoint (None: no checkpoint)."""
-    latest = run_dir / "checkpoints" / "latest"
-    if not latest.is_file():
-        return None
-    state = run_dir / "checkpoints" / latest.read_text().strip() / "state.json"
-    return int(json.loads(state.read_text())["step"]) if state.is_file() else None
 
 
 def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str, Any]:
