@@ -125,6 +125,28 @@ def test_a_killed_experiment_resumes_losing_at_most_the_step_in_progress(tmp_pat
     assert run_metrics(killed) == run_metrics(whole)
 
 
+def test_a_stop_signal_pauses_the_experiment_instead_of_starting_the_next_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    path = write_experiment(tmp_path, tmp_path / "out")
+    cmd = [sys.executable, "-m", "frost.cli", "experiment", "--no-progress", "--threads", "1", str(path)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = tmp_path / "out" / "progress.jsonl"
+    try:
+        deadline = time.monotonic() + 300
+        while not (progress.is_file() and '"event": "step"' in progress.read_text()):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events = [json.loads(line) for line in progress.read_text().splitlines()]
+    assert proc.returncode == 130 and "paused" in err and "resume" in err
+    assert [e["event"] for e in events if e["event"] != "step"] == ["start", "paused"]
+    assert len(list((tmp_path / "out" / "runs").iterdir())) == 1  # the next run never started
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [

@@ -634,7 +634,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     """Train the experiment's runs that are not finished, then print its summary."""
-    from frost.experiment import load_experiment, markdown, run_experiment, write_summary
+    from frost.experiment import ExperimentPaused, load_experiment, markdown, run_experiment, write_summary
 
     experiment = load_experiment(args.file)
     if args.summary_only:
@@ -642,7 +642,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     else:
         _setup_torch(args)
         _quiet_transformers()
-        summary = run_experiment(experiment, progress=not args.no_progress)
+        try:
+            summary = run_experiment(experiment, progress=not args.no_progress)
+        except ExperimentPaused as paused:
+            print(f"frost experiment: paused by a signal ({paused}); run the same command to resume", file=sys.stderr)
+            return 130
     print(markdown(summary))
     print(f"\nwritten to {experiment.out / 'summary.md'} and summary.json")
     return 0

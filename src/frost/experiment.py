@@ -139,6 +139,10 @@ def load_experiment(path: str | Path) -> Experiment:
     )
 
 
+class ExperimentPaused(Exception):
+    """A stop signal ended a run early; its checkpoint is saved and the same command resumes the experiment."""
+
+
 def arm_config(experiment: Experiment, arm: Arm, seed: int, run_dir: Path) -> Any:
     """The validated config of one run: the arm's file, the experiment's overrides, the arm's, seed and folder."""
     from frost.config import load_config
@@ -176,6 +180,10 @@ def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str
             trainer.run(progress=progress, on_metrics=on_step)
         finally:
             trainer.close()
+        if trainer.stop_signal is not None:  # stopped by a signal: the checkpoint is saved, the experiment pauses
+            note({"arm": arm.name, "seed": seed, "event": "paused", "step": trainer.step})
+            write_summary(experiment)
+            raise ExperimentPaused(f"{arm.name} seed {seed} at step {trainer.step}")
         note({"arm": arm.name, "seed": seed, "event": "done", "step": trainer.step})
         write_summary(experiment)
     return write_summary(experiment)

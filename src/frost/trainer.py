@@ -446,6 +446,11 @@ class Trainer:
             for s, h in previous.items():
                 signal.signal(s, h)
 
+    @property
+    def stop_signal(self) -> int | None:
+        """The signal that stopped the last `run` early (after saving), or None when it ran to its end."""
+        return self._stop_signal
+
     def _stopping(self) -> bool:
         """Whether a stop signal arrived (on any rank: all ranks stop after the same step)."""
         return distributed.any_rank(self._stop_signal is not None, self.world, self.device)
