@@ -15,7 +15,7 @@ import torch
 from frost import checkpoint
 from frost.errors import ConfigError
 from frost.trainer import Trainer, TrainingError
-from test_trainer import read_metrics, tiny_base, tiny_config
+from test_trainer import read_metrics, strip_times, tiny_base, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,3 +160,39 @@ def test_the_judge_halves_its_passes_on_out_of_memory_and_gets_the_same_results(
     monkeypatch.setattr(judge_module, "causal_lm_logits", no_memory)
     with pytest.warns(UserWarning), pytest.raises(JudgeOutOfMemory, match="one sequence per pass"):
         Judge(tiny_model, batch_size=4).rewards(inst, moves)
+
+
+def test_the_loss_halves_its_passes_on_out_of_memory_and_gets_the_same_step(tmp_path, embedded_tokenizer, monkeypatch):
+    import frost.step as step_module
+    from frost.step import LossOutOfMemory
+
+    base = tiny_base(embedded_tokenizer)
+    want = Trainer(tiny_config(tmp_path / "want", steps=1, val_every=0, batch_size=4, micro_batch=1), base=base)
+    want_metrics = want.train_step()
+    base = tiny_base(embedded_tokenizer)
+    trainer = Trainer(tiny_config(tmp_path / "got", steps=1, val_every=0, batch_size=4, micro_batch=4), base=base)
+    real = step_module.policy_distributions_batch
+    pairs = []
+
+    def small_memory(player, prompts, moves, **kwargs):  # fits 1 text, and the first 2 texts (policy + reference)
+        pairs.extend([len(prompts)] if len(prompts) == 2 else [])
+        if len(prompts) > 2 or (len(prompts) == 2 and len(pairs) > 2):
+            raise torch.OutOfMemoryError("simulated")
+        return real(player, prompts, moves, **kwargs)
+
+    monkeypatch.setattr(step_module, "policy_distributions_batch", small_memory)
+    with pytest.warns(UserWarning) as caught:
+        got_metrics = trainer.train_step()  # texts 0-1 back-propagate before 2-3 run out: their gradient is undone
+    assert [str(w.message) for w in caught] == [
+        "loss: out of memory at 4 texts per pass; continuing with 2",
+        "loss: out of memory at 2 texts per pass; continuing with 1",
+    ]
+    assert trainer.settings.text_batch == 1
+    assert strip_times([got_metrics]) == strip_times([want_metrics])
+    got, expected = lora_state(trainer), lora_state(want)
+    assert all(torch.allclose(got[n], expected[n], atol=1e-6) for n in expected)
+
+    monkeypatch.setattr(step_module, "policy_distributions_batch", lambda *a, **k: (_ for _ in ()).throw(
+        torch.OutOfMemoryError("simulated")))  # fmt: skip
+    with pytest.raises(LossOutOfMemory, match="one text per policy pass"):
+        trainer.train_step()

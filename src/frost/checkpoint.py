@@ -5,8 +5,10 @@
     RUN/checkpoints/latest              the name of the newest checkpoint
     RUN/checkpoints/step-0000050/       adapter.safetensors, optimizer.pt, rng.pt, state.json
 
-A checkpoint is written to a temporary folder and renamed into place, then `latest` is replaced atomically: a run
-killed at any moment keeps its previous checkpoint.
+A checkpoint is written to a temporary folder and renamed into place, then `latest` is replaced atomically; old
+checkpoints are renamed out of the way before they are deleted. So every `step-*` folder is complete, and a run
+killed at any moment keeps its previous checkpoint: when `latest` names a folder that a kill left missing, the
+newest complete one is used.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import torch
 import yaml
 
-from frost.errors import ConfigError
+from frost.errors import ConfigError, FrostError
 
 KEEP = 2
 """Checkpoints kept per run (older ones are removed)."""
@@ -37,13 +39,24 @@ def resolve_checkpoint(path: Path) -> tuple[Path, Path]:
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"{path}: a checkpoint must sit in RUN/checkpoints/ next to RUN/config.yaml")
         return run_dir, path
-    latest = path / "checkpoints" / "latest"
-    if not (path / "config.yaml").is_file() or not latest.is_file():
+    newest = latest_checkpoint(path)
+    if not (path / "config.yaml").is_file() or newest is None:
         raise ConfigError(
             f"{path} is neither a run folder with a checkpoint (checkpoints/latest) nor a checkpoint folder "
             "(adapter.safetensors)"
         )
-    return path, path / "checkpoints" / latest.read_text().strip()
+    return path, newest
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint `checkpoints/latest` names, or the newest complete one when a kill left it missing; None
+    when the run has none."""
+    root = Path(run_dir) / "checkpoints"
+    latest = root / "latest"
+    if latest.is_file() and (root / latest.read_text().strip() / "state.json").is_file():
+        return root / latest.read_text().strip()
+    complete = sorted(p for p in root.glob("step-*") if (p / "state.json").is_file())
+    return complete[-1] if complete else None
 
 
 def run_config(path: Path) -> Any:
@@ -126,14 +139,41 @@ def save(
     generator: torch.Generator | None = None,
 ) -> Path:
     """Write adapter, optimizer, RNG states (the global ones, and `generator`'s when given), step and data position
-    atomically; keep the last `KEEP`."""
+    atomically; keep the last `KEEP`. A write that fails (a full disk) removes the partial checkpoint and raises
+    `CheckpointWriteError`; the previous checkpoint stays as it was."""
+    final = checkpoint_path(run_dir, state.step)
+    root = final.parent
+    tmp = root / f".tmp-{final.name}"
+    try:
+        return _save(final, tmp, player=player, optimizer=optimizer, state=state, generator=generator)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = latest_checkpoint(run_dir)
+        kept = f"the last checkpoint ({previous.name}) is intact" if previous else "there is no earlier checkpoint"
+        raise CheckpointWriteError(
+            f"checkpoint {final}: could not be written ({exc.strerror or exc}); {kept}: free disk space and "
+            "resume with --resume"
+        ) from None
+
+
+class CheckpointWriteError(FrostError):
+    """A checkpoint could not be written (e.g. the disk is full)."""
+
+
+def _save(
+    final: Path,
+    tmp: Path,
+    *,
+    player: Any,
+    optimizer: torch.optim.Optimizer,
+    state: TrainingState,
+    generator: torch.Generator | None,
+) -> Path:
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    final = checkpoint_path(run_dir, state.step)
     root, name = final.parent, final.name
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(player).items()}
@@ -151,14 +191,23 @@ def save(
     (tmp / "state.json").write_text(
         json.dumps({"step": state.step, "cursor": state.cursor, "skipped_steps": state.skipped_steps})
     )
-    shutil.rmtree(final, ignore_errors=True)
+    if final.exists():  # saved again at the same step (e.g. after a stop signal)
+        _discard(final)
     os.replace(tmp, final)
     latest_tmp = root / ".latest.tmp"
     latest_tmp.write_text(name + "\n")
     os.replace(latest_tmp, root / "latest")
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
     return final
+
+
+def _discard(folder: Path) -> None:
+    """Rename a checkpoint out of the `step-*` namespace (atomic), then delete it."""
+    trash = folder.with_name(f".trash-{folder.name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def load(
@@ -196,12 +245,10 @@ def load(
 
 def finished_step(run_dir: Path) -> int | None:
     """The step of a run's latest checkpoint (None: no checkpoint)."""
-    latest = run_dir / "checkpoints" / "latest"
-    if not latest.is_file():
-        return None
-    state = run_dir / "checkpoints" / latest.read_text().strip() / "state.json"
-    return int(json.loads(state.read_text())["step"]) if state.is_file() else None
+    path = latest_checkpoint(run_dir)
+    return None if path is None else int(json.loads((path / "state.json").read_text())["step"])
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / "checkpoints" / "latest").is_file()
+    """Whether the run has a complete checkpoint to resume from."""
+    return latest_checkpoint(run_dir) is not None

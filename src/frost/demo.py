@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from frost import runlog
+
 ARMS = (
     ("grpo-k8", "cpu-demo-grpo.yaml", "GRPO K=8"),
     ("frost-k4-taylor-gated", "cpu-demo-frost.yaml", "Frost K=4, taylor-gated (paper)"),
@@ -50,7 +52,7 @@ def config_path(name: str) -> Path:
 
 def read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(training records, validation records) of a run."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = runlog.read(run_dir / "metrics.jsonl")
     return [r for r in records if "loss" in r], [r for r in records if "val/reward_mean" in r]
 
 

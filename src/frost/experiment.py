@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from frost import runlog
 from frost.checkpoint import finished_step
 from frost.errors import ConfigError
 
@@ -190,8 +191,7 @@ def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str
 
 
 def _records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    path = run_dir / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    rows = runlog.read(run_dir / "metrics.jsonl")
     return [r for r in rows if "reward_mean" in r], [r for r in rows if "val/reward_mean" in r]
 
 
@@ -208,13 +208,10 @@ def mean_ci(values: list[float]) -> dict[str, float]:
 
 def best_by_text(run_dir: Path, step: int) -> dict[str, float]:
     """Best reward of each validation text's samples at a validation step (`samples.jsonl`)."""
-    path = run_dir / "samples.jsonl"
     out: dict[str, float] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            if row["step"] == step:
-                out[row["doc"]] = max(m["reward"] for m in row["moves"])
+    for row in runlog.read(run_dir / "samples.jsonl"):
+        if row["step"] == step:
+            out[row["doc"]] = max(m["reward"] for m in row["moves"])
     return out
 
 

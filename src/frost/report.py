@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from frost import runlog
 from frost.errors import ConfigError
 
 PANELS = (
@@ -80,8 +81,7 @@ def load_run(path: Path) -> Run:
     )
     total = 0
     run.judge_forwards[0] = 0
-    for line in metrics_path.read_text().splitlines():
-        record = json.loads(line)
+    for record in runlog.read(metrics_path):
         if "val/reward_mean" in record:
             run.validation.append(record)
         elif "judge_fwd_seqs" in record:

@@ -13,13 +13,14 @@ one text.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import torch
 
-from frost.errors import ConfigError
+from frost.errors import ConfigError, FrostError
 from frost.frost import FrostInput, FrostRecord, frost_step_batch
 from frost.games import GameInstance
 from frost.grpo import LossTerms, grpo_loss
@@ -34,7 +35,7 @@ Generators = torch.Generator | Sequence[torch.Generator] | None
 ALGORITHMS = ("grpo", "frost")
 
 
-@dataclass(frozen=True)
+@dataclass
 class GroupSettings:
     """What one group needs to know (from the run's config)."""
 
@@ -57,7 +58,8 @@ class GroupSettings:
     shared_prompt: bool = True
     """Encode the prompt once for the group in the loss (False: K full sequences, the naive path)."""
     text_batch: int = 0
-    """Texts run together in each phase (0: all the texts of the step; 1: one at a time)."""
+    """Texts run together in each phase (0: all the texts of the step; 1: one at a time); `step_loss` lowers it
+    for good when the loss runs out of memory."""
 
 
 class Sampler(Protocol):
@@ -231,6 +233,10 @@ def play_group(
     )[0]  # fmt: skip
 
 
+class LossOutOfMemory(FrostError):
+    """Even one text per policy/reference pass does not fit in memory."""
+
+
 def step_loss(
     player: Any,
     records: Sequence[GroupRecord],
@@ -242,8 +248,51 @@ def step_loss(
 ) -> list[LossTerms]:
     """The GRPO loss of each group (policy forward with gradient, reference forward under `reference`, e.g. the
     adapter switched off), `settings.text_batch` texts per pass, each group's loss back-propagated times `scale`
-    (1/B for a step's mean). Fills `record.loss`."""
+    (1/B for a step's mean). Fills `record.loss`.
+
+    On out-of-memory the gradients are put back as they were on entry, `settings.text_batch` is halved (from then
+    on, with one warning per size) and the whole step's loss is computed again, so the result does not depend on
+    where memory ran out."""
     timer = timer or NoTimer()
+    params = [p for p in player.parameters() if p.requires_grad]
+    entry = [None if p.grad is None else p.grad.detach().clone() for p in params]
+    while True:
+        try:
+            out = _step_loss_passes(player, records, settings, reference=reference, scale=scale, timer=timer)
+            break
+        except torch.OutOfMemoryError:
+            size = settings.text_batch or len(records)
+            for p, g in zip(params, entry, strict=True):
+                p.grad = g
+            if size <= 1:
+                raise LossOutOfMemory(
+                    "loss: out of memory with one text per policy pass; use a device with more memory, "
+                    "model.gradient_checkpointing, a smaller K or shorter game texts"
+                ) from None
+            settings.text_batch = size // 2
+            warnings.warn(f"loss: out of memory at {size} texts per pass; continuing with {size // 2}", stacklevel=2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    for record, t in zip(records, out, strict=True):
+        k, inst = record.moves.shape[0], record.inst
+        record.loss = t
+        record.player_fwd_seqs += 2 * k
+        record.player_bwd_seqs += k
+        prompt_tokens = len(inst.prompt_ids) * (1 if settings.shared_prompt else k)
+        record.tokens += 2 * (prompt_tokens + k * inst.move_length)
+    return out
+
+
+def _step_loss_passes(
+    player: Any,
+    records: Sequence[GroupRecord],
+    settings: GroupSettings,
+    *,
+    reference: Callable[[], contextlib.AbstractContextManager[Any]],
+    scale: float,
+    timer: PhaseTimer,
+) -> list[LossTerms]:
+    """`step_loss`'s passes, `settings.text_batch` texts at a time; back-propagates each pass."""
     out: list[LossTerms] = []
     for chunk in text_chunks(records, settings.text_batch):
         prompts = [r.inst.prompt_ids for r in chunk]
@@ -267,13 +316,6 @@ def step_loss(
                 for p, q, r in zip(policy, ref, chunk, strict=True)
             ]
             (torch.stack([t.loss for t in terms]).sum() * scale).backward()
-        for record, t in zip(chunk, terms, strict=True):
-            k, inst = record.moves.shape[0], record.inst
-            record.loss = t
-            record.player_fwd_seqs += 2 * k
-            record.player_bwd_seqs += k
-            prompt_tokens = len(inst.prompt_ids) * (1 if settings.shared_prompt else k)
-            record.tokens += 2 * (prompt_tokens + k * inst.move_length)
         out.extend(terms)
     return out
 

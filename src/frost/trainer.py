@@ -13,7 +13,6 @@ weights with the adapter switched off: no second copy is loaded.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import shutil
@@ -27,7 +26,7 @@ from typing import Any
 
 import torch
 
-from frost import checkpoint, distributed
+from frost import checkpoint, distributed, runlog
 from frost.config import Config
 from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance, build_game, spec_to_yaml
@@ -252,8 +251,7 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if not self.world.is_main:
             return
-        with (self.run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        runlog.append(self.run_dir / "metrics.jsonl", [record])
         if self._writer is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, int | float) and math.isfinite(value):
@@ -395,9 +393,7 @@ class Trainer:
         samples = [x for part in gathered for x in part[1]]
         if not self.world.is_main:
             return {"step": self.step}
-        with (self.run_dir / "samples.jsonl").open("a") as f:
-            for s_row in samples:
-                f.write(json.dumps(s_row) + "\n")
+        runlog.append(self.run_dir / "samples.jsonl", samples)
         return {
             "step": self.step,
             "val/reward_mean": statistics.fmean(r["mean"] for r in rows),
@@ -425,11 +421,9 @@ class Trainer:
         self.step = state.step
         self.skipped_steps = state.skipped_steps
         self.cursor.restore(state.cursor)
-        for name in ("metrics.jsonl", "samples.jsonl"):
-            log = self.run_dir / name
-            if self.world.is_main and log.is_file():
-                kept = [ln for ln in log.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
-                log.write_text("".join(ln + "\n" for ln in kept))
+        if self.world.is_main:
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                runlog.trim(self.run_dir / name, self.step)
 
     # ---------------------------------------------------------------------------------------------------- loop
     @contextlib.contextmanager
