@@ -7,6 +7,7 @@ the commands actually printed.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,13 @@ from frost.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 PAIR = ["--begin", "Once upon a time", "--end", " there was a cat."]
 TRAIN = ["train", "--steps", "1", "--no-progress"]
+TINY = ["train", "--config", "{tiny.yaml}", "--no-progress", "--threads", "1"]
+TINY_CONFIG = """model: {name: qwen3-tiny-shape, device: cpu}
+lora: {rank: 4, alpha: 8}
+game: {move_length: 3}
+data: {source: handwritten, validation_size: 2}
+train: {K: 2, batch_size: 2, steps: 1, val_every: 0, checkpoint_every: 1}
+"""
 ROWS: list[tuple[str, str, str]] = []
 
 
@@ -111,12 +119,56 @@ CASES: list[tuple[str, list[str], str]] = [
     ("report: run that is not there", ["report", "nowhere"], "nowhere"),
     ("experiment: file missing", ["experiment", "missing.yaml"], "does not exist"),
     ("experiment: no arms", ["experiment", "{bad-experiment.yaml}"], "experiment.arms"),
+    (
+        "train: a judge with another tokenizer",
+        [*TINY, "--set", "model.judge={other-tokenizer-model}"],
+        "model.judge",
+    ),
+    (
+        "train: resume with another LoRA shape",
+        [*TINY, "--run-dir", "{tiny-run}", "--resume", "--steps", "2", "--set", "lora.rank=8"],
+        "LoRA shape",
+    ),
+    (
+        "train: resume with another model",
+        [*TINY, "--run-dir", "{tiny-run}", "--resume", "--steps", "2", "--set", "model.name=embedded"],
+        "another model",
+    ),
+    ("train: a run folder that holds a run", [*TINY, "--run-dir", "{tiny-run}"], "--resume"),
+    ("train: --resume and --overwrite together", [*TINY, "--resume", "--overwrite"], "--overwrite"),
+    ("train: documents too short for the game", [*TINY, "--set", "data.source={short.jsonl}"], "data.source"),
+    (
+        "diagnose samples: runs of another model",
+        ["diagnose", "samples", "{tiny-run}", "{tiny-run}", "--model", "embedded"],
+        "another model",
+    ),
 ]
 
 
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory) -> dict[str, Path]:
+    """A tiny random-weight run with a checkpoint, its config, a model folder whose tokenizer has one more token,
+    and documents too short for the infilling game (made once)."""
+    from frost.models import load_model
+
+    tmp = tmp_path_factory.mktemp("tiny")
+    (tmp / "tiny.yaml").write_text(TINY_CONFIG)
+    assert main(["train", "--config", str(tmp / "tiny.yaml"), "--run-dir", str(tmp / "tiny-run"), "--no-progress"]) == 0
+    other = load_model("qwen3-tiny-shape", device="cpu")
+    other.model.save_pretrained(tmp / "other-tokenizer-model")
+    other.tokenizer.add_tokens(["<frost-extra-token>"])
+    other.tokenizer.save_pretrained(tmp / "other-tokenizer-model")
+    (tmp / "short.jsonl").write_text('{"text": "Hi."}\n{"text": "No way."}\n')
+    return {p.name: p for p in tmp.iterdir()}
+
+
 @pytest.mark.parametrize(("name", "argv", "field"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch, name, argv, field):
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch, tiny_files, name, argv, field):
     paths = files(tmp_path)
+    for key, path in tiny_files.items():
+        if any("{" + key + "}" in a for a in argv):
+            paths[key] = str(tmp_path / key)
+            (shutil.copytree if path.is_dir() else shutil.copy)(path, tmp_path / key)
     monkeypatch.chdir(tmp_path)
     for key, path in paths.items():
         argv = [a.replace("{" + key + "}", path) for a in argv]

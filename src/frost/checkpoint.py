@@ -109,7 +109,9 @@ def load_players(runs: list[Path], base: Any) -> Any:
             player = get_peft_model(base.model, lora, adapter_name=name)
         else:
             player.add_adapter(name, lora)
-        set_peft_model_state_dict(player, load_file(str(ckpt / "adapter.safetensors")), adapter_name=name)
+        adapter = load_file(str(ckpt / "adapter.safetensors"))
+        check_adapter_fits(adapter, player, ckpt, adapter_name=name)
+        set_peft_model_state_dict(player, adapter, adapter_name=name)
     assert player is not None
     player.eval()
     return player
@@ -223,7 +225,9 @@ def load(
     from safetensors.torch import load_file
 
     _, path = resolve_checkpoint(run_dir)
-    set_peft_model_state_dict(player, load_file(str(path / "adapter.safetensors"), device=str(device)))
+    adapter = load_file(str(path / "adapter.safetensors"), device=str(device))
+    check_adapter_fits(adapter, player, path)
+    set_peft_model_state_dict(player, adapter)
     # weights_only: a checkpoint can hold tensors and plain containers, never code to run
     try:
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
@@ -241,6 +245,30 @@ def load(
         torch.cuda.set_rng_state_all(rng["cuda"])
     state = json.loads((path / "state.json").read_text())
     return TrainingState(step=state["step"], cursor=state["cursor"], skipped_steps=state.get("skipped_steps", 0))
+
+
+def check_adapter_fits(
+    adapter: dict[str, torch.Tensor], player: Any, path: Path, *, adapter_name: str = "default"
+) -> None:
+    """One line (ConfigError) when a saved adapter is not for this model and LoRA shape."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(player, adapter_name=adapter_name)
+    expected = {k: tuple(v.shape) for k, v in state.items()}
+    saved = {k: tuple(v.shape) for k, v in adapter.items()}
+    if saved == expected:
+        return
+    wrong = sorted(k for k in expected.keys() & saved.keys() if expected[k] != saved[k])
+    if wrong:
+        detail = f"{wrong[0]} is {list(saved[wrong[0]])} there and {list(expected[wrong[0]])} here"
+    else:
+        detail = f"{len(saved.keys() - expected.keys())} of its tensors are not in this model's adapter, and " + (
+            f"{len(expected.keys() - saved.keys())} of this model's are not in it"
+        )
+    raise ConfigError(
+        f"checkpoint {path}: its adapter was saved for another model or LoRA shape ({detail}); use the run's own "
+        "model and lora settings (RUN/config.yaml) or start a new run"
+    )
 
 
 def finished_step(run_dir: Path) -> int | None:

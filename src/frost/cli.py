@@ -499,6 +499,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"game.kind={json.dumps(args.game)}")
     if args.random_weights:
         overrides.append("model.random_weights=true")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite: give one (--resume continues the run, --overwrite starts again)")
     config = load_config(args.config, overrides)
     _setup_torch(args)
     _quiet_transformers()

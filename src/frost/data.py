@@ -298,14 +298,18 @@ def load_split(config: DataConfig, game: Any, *, cache: bool = True) -> Split:
             payload = {"instances": [_instance_to_json(i) for i in instances], "game_skipped": dict(report.counts)}
             tmp.write_text(json.dumps(payload))
             tmp.replace(path)
+    if not instances:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(skipped.items()))
+        raise DataError(
+            f"data.source: {config.source!r} gave no usable game instance ({reasons}); give longer documents or a "
+            "game with shorter parts (game.move_length, the game file's spans)"
+        )
     if skipped:
         warnings.warn(
             f"data: skipped {sum(skipped.values())} of {len(documents.docs) + sum(documents.skipped.values())} "
             f"documents of {config.source!r}: " + ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())),
             stacklevel=2,
         )
-    if not instances:
-        raise DataError(f"data.source: {config.source!r} gave no usable game instance (skipped: {dict(skipped)})")
     validation, train = split_instances(instances, config.validation_size, config.seed)
     return Split(validation=validation, train=train, skipped=skipped, documents=len(documents.docs))
 
