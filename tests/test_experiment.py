@@ -52,6 +52,13 @@ def write_experiment(folder: Path, out: Path) -> Path:
     return path
 
 
+def run_metrics_with_times(out: Path) -> dict[str, list[dict]]:
+    return {
+        d.name: [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()]
+        for d in (out / "runs").iterdir()
+    }
+
+
 def run_metrics(out: Path) -> dict[str, list[dict]]:
     return {
         d.name: [
@@ -79,6 +86,14 @@ def test_experiment_trains_every_arm_and_seed_summarizes_and_skips_finished_runs
     assert [r["steps"] for r in frost["runs"]] == [3, 3]
     last = frost["curves"][str(3)]
     assert last["best"]["n"] == 2
+    # compute spent up to the validation step, recomputed from each run's metrics
+    spent = [[r for r in run if "loss" in r] for name, run in run_metrics_with_times(out).items() if "frost" in name]
+    assert last["judge_fwd"]["mean"] == pytest.approx(sum(sum(r["judge_fwd_seqs"] for r in s) for s in spent) / 2)
+    assert last["wall_s"]["mean"] == pytest.approx(sum(sum(r["time/step_s"] for r in s) for s in spent) / 2)
+    assert frost["curves"]["0"]["judge_fwd"]["mean"] == 0
+    from PIL import Image
+
+    assert Image.open(out / "curves.png").size[0] > 1000
     # the paired difference, recomputed by hand from the samples of both arms
     diffs = []
     for seed in (0, 1):

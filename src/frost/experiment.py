@@ -245,6 +245,11 @@ def paired(experiment: Experiment, arm: Arm) -> dict[str, Any] | None:
     }
 
 
+CURVES = ("best", "mean", "entropy", "var", "zero", "copy", "judge_fwd", "wall_s")
+"""Per validation step and seed: best-of-N, mean reward, token entropy, score variance, zero-variance groups, copies
+of the beginning (the game's copy metric), and the judge forwards and training wall seconds spent up to that step."""
+
+
 def summarize(experiment: Experiment) -> dict[str, Any]:
     """The experiment's statistics from its run folders (what exists so far)."""
     arms: dict[str, Any] = {}
@@ -258,13 +263,18 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
             if not train and not val:
                 continue
             best_key = next((k for k in (val[0] if val else {}) if k.startswith("val/best_of_")), None)
+            copy_key = next((k for k in (val[0] if val else {}) if k.startswith("val/frac_") and "zero" not in k), None)
             for v in val:
-                c = curves.setdefault(int(v["step"]), {"best": [], "mean": [], "entropy": [], "var": [], "zero": []})
+                step = int(v["step"])
+                c = curves.setdefault(step, {k: [] for k in CURVES})
                 c["best"].append(v[best_key] if best_key else float("nan"))
                 c["mean"].append(v["val/reward_mean"])
                 c["entropy"].append(v["val/token_entropy"])
                 c["var"].append(v["val/score_var"])
                 c["zero"].append(v["val/frac_zero_var"])
+                c["copy"].append(v[copy_key] if copy_key else float("nan"))
+                c["judge_fwd"].append(sum(r["judge_fwd_seqs"] for r in train if r["step"] <= step))
+                c["wall_s"].append(sum(r["time/step_s"] for r in train if r["step"] <= step))
             runs.append(
                 {
                     "seed": seed,
@@ -319,4 +329,8 @@ def write_summary(experiment: Experiment) -> dict[str, Any]:
     experiment.out.mkdir(parents=True, exist_ok=True)
     (experiment.out / "summary.json").write_text(json.dumps(summary, indent=1))
     (experiment.out / "summary.md").write_text(markdown(summary) + "\n")
+    if any(arm["curves"] for arm in summary["arms"].values()):
+        from frost.experiment_plots import plot_curves
+
+        plot_curves(summary, experiment.out / "curves.png")
     return summary

@@ -1,0 +1,51 @@
+"""The figure of `frost experiment` (like the paper's Figure 3, twice): validation best-of-N against judge forwards
+and against training wall time, and the group diagnostics, each arm's mean over seeds with its 95% interval."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+PANELS = (
+    ("judge_fwd", "best", "validation best-of-N (nats)", "judge forward sequences"),
+    ("wall_s", "best", "validation best-of-N (nats)", "training wall time (s)"),
+    ("judge_fwd", "mean", "validation mean reward (nats)", "judge forward sequences"),
+    ("step", "entropy", "token entropy (nats)", "step"),
+    ("step", "zero", "zero-variance groups", "step"),
+    ("step", "copy", "copies of the beginning", "step"),
+)
+
+
+def plot_curves(summary: dict[str, Any], path: Path) -> Path:
+    """Draw the six panels to `path` (PNG) from `frost.experiment.summarize`'s output."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    for ax, (x_key, y_key, y_label, x_label) in zip(axes.flat, PANELS, strict=True):
+        for name, arm in summary["arms"].items():
+            steps = sorted(arm["curves"], key=int)
+            if not steps:
+                continue
+            points = [arm["curves"][s] for s in steps]
+            xs = [float(s) if x_key == "step" else p[x_key]["mean"] for s, p in zip(steps, points, strict=True)]
+            ys = [p[y_key]["mean"] for p in points]
+            half = [p[y_key]["ci95"] for p in points]
+            n = max(p[y_key]["n"] for p in points)
+            (line,) = ax.plot(xs, ys, marker="o", markersize=3, label=f"{name} ({n} seed{'s' * (n != 1)})")
+            if all(math.isfinite(h) for h in half):
+                lo = [y - h for y, h in zip(ys, half, strict=True)]
+                hi = [y + h for y, h in zip(ys, half, strict=True)]
+                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("frost experiment: mean over seeds, 95% t interval shaded")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
