@@ -165,3 +165,28 @@ def test_a_killed_rank_ends_the_job_instead_of_hanging(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_the_step_bench_runs_under_torchrun_with_rank_0_writing(tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    bench = ["-m", "frost.cli", "bench", "--only", "steps", "--model", "qwen3-tiny-shape", "--device", "cpu",
+             "--K", "2", "--L", "3", "--B", "3", "--repeats", "1", "--rules", "judge-gated", "--no-naive",
+             "--threads", "1", "--out", str(tmp_path / "BENCH.md"), "--json", str(tmp_path / "bench.json")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*launcher, *bench], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "bench.json").read_text())
+    (steps,) = result["steps"]
+    assert steps["world_size"] == 2 and [a["label"] for a in steps["arms"]] == ["Frost K=2 judge-gated", "GRPO K=2",
+                                                                                "GRPO K=4"]  # fmt: skip
+    for arm in steps["arms"]:  # judge forwards of the whole step (3 texts on 2 ranks), not of rank 0's 2 texts
+        assert arm["judge_fwd_seqs"] <= 3 * (2 * arm["K"] if arm["algorithm"] == "frost" else arm["K"])
+        assert arm["judge_fwd_seqs"] > 2 * arm["K"] or arm["algorithm"] == "frost"
+    assert proc.stdout.count("| GRPO K=4 |") == 1  # rank 0 alone prints
+    assert "x 2 ranks" in (tmp_path / "BENCH.md").read_text()
+    one_rank = [*bench[:-4], "--out", str(tmp_path / "ONE.md"), "--json", str(tmp_path / "one.json")]
+    single = subprocess.run([sys.executable, *one_rank], env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    one = json.loads((tmp_path / "one.json").read_text())["steps"][0]
+    assert one["world_size"] == 1
+    assert [a["judge_fwd_seqs"] for a in one["arms"]] == [a["judge_fwd_seqs"] for a in steps["arms"]]

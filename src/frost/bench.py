@@ -382,15 +382,22 @@ def bench_training(
 
     Every arm trains a fresh LoRA (the same seed) for `steps` + 1 steps on the hand-written stories, without
     validation or checkpoints. `base` reuses an already loaded model; `overrides` updates config sections (tests).
+
+    Under torchrun the B texts of each step are sharded across the ranks as in training: step times and phases
+    are rank 0's, tokens and FLOPs are the whole step's, and the matmul peak is one device's times the world size.
     """
     import tempfile
 
+    from frost import distributed
     from frost.config import config_from_dict
     from frost.models import load_model
     from frost.trainer import PHASES, Trainer
 
     arms = list(arms) if arms is not None else default_arms(K)
-    base = base or load_model(model, device=device, dtype=dtype, random_weights=random_weights)
+    world = distributed.init_world(device)
+    if base is None:
+        where = distributed.rank_device(device, world)
+        base = load_model(model, device=where, dtype=dtype, random_weights=random_weights)
     shape = ModelShape.from_config(base.model.config)
     peak_flops = matmul_peak_flops(base.device, base.dtype)
     out: dict[str, Any] = {
@@ -401,6 +408,7 @@ def bench_training(
         "B": batch_size,
         "steps_timed": steps,
         "matmul_peak_flops": peak_flops,
+        "world_size": world.size,
         "arms": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -462,7 +470,7 @@ def bench_training(
                     "peak_memory_bytes": peak,
                     "step_flops": flops,
                     "achieved_flops": flops / median,
-                    "frac_of_matmul_peak": flops / median / peak_flops,
+                    "frac_of_matmul_peak": flops / median / (peak_flops * world.size),
                 }
             )
     out["ratios"] = training_ratios(out["arms"])
@@ -496,7 +504,9 @@ def training_markdown(result: dict[str, Any]) -> str:
     """A BENCHMARKS.md section for `bench_training`'s result."""
     gib = 2**30
     lines = [
-        f"Machine: {result['machine']}; model: {result['model']}; game: {result.get('game', 'infilling')}; "
+        f"Machine: {result['machine']}"
+        + (f" x {result['world_size']} ranks" if result.get("world_size", 1) > 1 else "")
+        + f"; model: {result['model']}; game: {result.get('game', 'infilling')}; "
         f"B={result['B']}, L={result['L']}; median of "
         f"{result['steps_timed']} timed steps after one warm-up (min-max in brackets); measured matmul peak "
         f"{result['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s.",

@@ -579,7 +579,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from frost.bench import bench_training, default_arms, markdown, run_bench, training_markdown, write_section
+    """`frost bench`: check the arguments, then time what --only asks for."""
     from frost.frost import get_rule
 
     for name in ("repeats", "core_K", "D"):
@@ -596,17 +596,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError("--rules: give at least one Frost rule")
     for r in rules:
         get_rule(r)
+    from frost import distributed
+
+    world = distributed.world_from_env()
+    if world.active and args.only != "steps":
+        raise ConfigError("--only: under torchrun frost bench times training steps only; add --only steps")
     _setup_torch(args)
+    try:
+        return _bench(args, rules, world)
+    finally:
+        distributed.shutdown(world)
+
+
+def _bench(args: argparse.Namespace, rules: list[str], world: Any) -> int:
+    """`frost bench` after its arguments were checked; under torchrun rank 0 alone prints and writes."""
+    from frost.bench import bench_training, default_arms, markdown, run_bench, training_markdown, write_section
+
+    say = print if world.is_main else (lambda *a, **k: None)
     result: dict[str, Any] = {"ratios": {}}
     if args.only in ("all", "memory-plan"):
         from frost.memplan import plan_markdown
 
         write_section(args.out, "memory-plan", plan_markdown())
-        print("memory plan for Qwen3-14B written")
+        say("memory plan for Qwen3-14B written")
     if args.only in ("all", "core"):
         lm = _load(args)
         core = run_bench(lm, out=args.out, json_path=None, K=args.core_K, L=args.L[0], D=args.D, repeats=args.repeats)
-        print(markdown(core))
+        say(markdown(core))
         result["core"] = core
         result["ratios"].update(core["ratios"])
         del lm
@@ -623,9 +639,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     )  # fmt: skip
                     result["steps"].append(steps)
                     sections.append(training_markdown(steps))
-                    print(sections[-1], flush=True)
+                    say(sections[-1], flush=True)
                     for name, value in steps["ratios"].items():
                         result["ratios"].setdefault(name, value)
+        if not world.is_main:
+            return 0
         section = "training" if args.game == "infilling" else f"training-{Path(args.game).stem}"
         write_section(args.out, section, "\n\n".join(sections))
     if args.json:
