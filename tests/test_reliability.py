@@ -124,7 +124,6 @@ def test_a_checkpoint_holding_code_is_refused_with_one_line(tmp_path, embedded_t
 
 
 def test_the_judge_halves_its_passes_on_out_of_memory_and_gets_the_same_results(tiny_model, monkeypatch):
-    import frost.judge as judge_module
     from conftest import make_instance, random_moves
     from frost.judge import Judge, JudgeOutOfMemory
 
@@ -132,15 +131,14 @@ def test_the_judge_halves_its_passes_on_out_of_memory_and_gets_the_same_results(
     moves = random_moves(8, 4, seed=3)
     want = Judge(tiny_model, batch_size=8)
     want_scores, want_taylor = want.rewards(inst, moves), want.taylor(inst, moves)
-    real = judge_module.causal_lm_logits
+    real = Judge._logits
 
-    def small_memory(model, **kwargs):  # a device that holds at most 2 sequences per pass
-        rows = (kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]).shape[0]
-        if rows > 2:
+    def small_memory(self, batch, rows, **kwargs):  # a device that holds at most 2 sequences per pass
+        if batch.ids.shape[0] > 2:
             raise torch.OutOfMemoryError("simulated")
-        return real(model, **kwargs)
+        return real(self, batch, rows, **kwargs)
 
-    monkeypatch.setattr(judge_module, "causal_lm_logits", small_memory)
+    monkeypatch.setattr(Judge, "_logits", small_memory)
     judge = Judge(tiny_model, batch_size=8)
     with pytest.warns(UserWarning) as caught:
         taylor = judge.taylor(inst, moves)
@@ -154,10 +152,10 @@ def test_the_judge_halves_its_passes_on_out_of_memory_and_gets_the_same_results(
     assert torch.allclose(taylor.grad, want_taylor.grad, atol=1e-5)
     assert torch.allclose(judge.rewards(inst, moves), want_scores, atol=1e-5)
 
-    def no_memory(model, **kwargs):
+    def no_memory(self, batch, rows, **kwargs):
         raise torch.OutOfMemoryError("simulated")
 
-    monkeypatch.setattr(judge_module, "causal_lm_logits", no_memory)
+    monkeypatch.setattr(Judge, "_logits", no_memory)
     with pytest.warns(UserWarning), pytest.raises(JudgeOutOfMemory, match="one sequence per pass"):
         Judge(tiny_model, batch_size=4).rewards(inst, moves)
 

@@ -32,6 +32,7 @@ from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance
 from frost.models import causal_lm_logits, check_fits_context
 from frost.moves import content_lengths, content_mask
+from frost.sampling import PromptBatch, cache_io
 
 TaylorMode = Literal["first-order", "full"]
 TAYLOR_MODES: tuple[str, ...] = ("first-order", "full")
@@ -258,12 +259,15 @@ class Judge:
         batch_size: int = 16,
         context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
         logits_bytes: int | None = None,
+        prefix_cache: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"judge.batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.batch_size = batch_size
         self.logits_bytes = logits_bytes
+        self.prefix_cache = prefix_cache
+        """Encode each text's judge prefix once per pass and run its moves from that KV cache (see `_logits`)."""
         self._context = context or contextlib.nullcontext
         self.forward_sequences = 0
         """Sequences passed forward so far (compute accounting)."""
@@ -342,6 +346,78 @@ class Judge:
             tokens=sum(map(len, ids_rows)),
         )
 
+    def _cached(self, rows: list[tuple[int, GameInstance, list[int]]], n_items: int) -> bool:
+        """Whether a call's passes run from the texts' prefix caches: more rows than texts, every prefix non-empty,
+        and a model whose decoder and LM head can be called apart. Decided once per call, so that every row of a
+        call (parents re-scored with their children) goes through the same kernels."""
+        model = self.model
+        config = getattr(model, "config", None)
+        return (
+            self.prefix_cache
+            and len(rows) > n_items
+            and all(len(inst.judge_prefix) > 0 for _, inst, _ in rows)
+            and hasattr(model, "get_decoder")
+            and hasattr(model, "get_output_embeddings")
+            and not getattr(config, "final_logit_softcapping", None)
+        )
+
+    def _logits(
+        self,
+        batch: _Batch,
+        rows: list[tuple[int, GameInstance, list[int]]],
+        *,
+        cached: bool,
+        embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """[n, T - first, V] the logits that predict the targets first..T-1 of each row (from `embeds` [n, T, H]
+        when given, else from the ids).
+
+        `cached`: each text's judge prefix (the tokens before the move, the same for all its moves) is encoded once
+        without gradient, its KV cache repeated for the text's rows, and only the move and what follows it run per
+        row; the prefix's logits and the rows' are joined into the same layout as a full forward's. The prefix does
+        not depend on the move, so the gradient to the move embeddings is unchanged."""
+        n, width = batch.ids.shape
+        first = batch.first
+        if not cached:
+            inputs = {"input_ids": batch.ids} if embeds is None else {"inputs_embeds": embeds}
+            return causal_lm_logits(self.model, **inputs, keep=width - first + 1)[:, :-1]
+        dev = self.device
+        owners = [owner for owner, _, _ in rows]
+        texts = list(dict.fromkeys(owners))
+        text_of = torch.tensor([texts.index(o) for o in owners], device=dev)
+        prefixes = [next(inst.judge_prefix for o, inst, _ in rows if o == t) for t in texts]
+        prompt = PromptBatch.build(prefixes, dev)
+        plen = torch.tensor(prompt.lengths, device=dev)
+        keep = max(prompt.lengths) - first + 1  # prefix columns whose logits predict a target
+        decoder, head = self.model.get_decoder(), self.model.get_output_embeddings()
+        cache_kw, cache_attr = cache_io(decoder)
+        with torch.no_grad():
+            out = decoder(**prompt.forward_kwargs(), use_cache=True)
+            prefix_logits = head(out.last_hidden_state[:, -keep:].contiguous())
+        cache = getattr(out, cache_attr)
+        cache.batch_select_indices(text_of)
+        starts = plen[text_of]  # [n] where each row's move begins
+        span = width - int(plen.min())  # move and everything after it, right-padded
+        cols = (starts.view(-1, 1) + torch.arange(span, device=dev).view(1, -1)).clamp(max=width - 1)
+        if embeds is None:
+            inputs = {"input_ids": batch.ids.gather(1, cols)}
+        else:
+            inputs = {"inputs_embeds": embeds.gather(1, cols.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))}
+        step: dict[str, torch.Tensor] = {}
+        if prompt.mask is not None:
+            ones = torch.ones(n, span, dtype=prompt.mask.dtype, device=dev)
+            step = {
+                "attention_mask": torch.cat([prompt.mask[text_of], ones], 1),
+                "position_ids": starts.view(-1, 1) + torch.arange(span, device=dev).view(1, -1),
+            }
+        hidden = decoder(**inputs, use_cache=True, **{cache_kw: cache}, **step).last_hidden_state
+        rest_logits = head(hidden[:, : span - 1].contiguous())
+        joined = torch.cat([prefix_logits[text_of].to(rest_logits.dtype), rest_logits], 1)
+        # the logits predicting target t sit at joined column keep - plen + t - 1, before and after the move alike
+        index = (keep - starts.view(-1, 1) + first - 1) + torch.arange(width - first, device=dev).view(1, -1)
+        index = index.clamp(max=joined.shape[1] - 1)
+        return joined.gather(1, index.unsqueeze(-1).expand(-1, -1, joined.shape[-1]))
+
     @contextlib.contextmanager
     def _eval(self) -> Iterator[None]:
         with self._context():
@@ -395,11 +471,11 @@ class Judge:
         rows = [(n, inst, m) for n, ((inst, _), (u, _)) in enumerate(zip(checked, uniques, strict=True)) for m in
                 u.tolist()]  # fmt: skip
         parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        cached = self._cached(rows, len(items))
 
         def one_pass(chunk: slice) -> None:
             batch = self._batch([(inst, m) for _, inst, m in rows[chunk]])
-            keep = batch.ids.shape[1] - batch.first + 1
-            logits = causal_lm_logits(self.model, input_ids=batch.ids, keep=keep)[:, :-1]
+            logits = self._logits(batch, rows[chunk], cached=cached)
             lps = self._target_logprobs(logits, batch.ids[:, batch.first :])
             for i, (lo, hi) in enumerate(zip(batch.offsets, batch.ends, strict=True)):
                 parts.append((lps[i, lo:hi], batch.scored[i, lo:hi], batch.in_move[i, lo:hi]))
@@ -447,6 +523,7 @@ class Judge:
         grads: list[torch.Tensor] = []
         judge_lps: list[torch.Tensor] = []
         slots = torch.arange(length, device=self.device).view(1, -1)
+        cached = self._cached(rows, len(items))
 
         def one_pass(chunk: slice) -> None:
             batch = self._batch([(inst, m) for _, inst, m in rows[chunk]])
@@ -456,7 +533,7 @@ class Judge:
                 embeds = emb_layer(batch.ids)
             embeds.requires_grad_(with_grad)
             with torch.set_grad_enabled(with_grad):
-                logits = causal_lm_logits(self.model, inputs_embeds=embeds, keep=width - first + 1)[:, :-1]
+                logits = self._logits(batch, rows[chunk], cached=cached, embeds=embeds)
             targets = batch.ids[:, first:].unsqueeze(-1)
             with torch.no_grad():
                 full = logits.detach().float()
