@@ -340,15 +340,15 @@ def _generate_group(player: Any, inst: GameInstance, k: int, masks: Any, tempera
 
 def use_naive_path(trainer: Any) -> None:
     """Switch a trainer to the naive (the authors' demo's) path: one text at a time in every phase, `generate` on K
-    prompt copies and a second player pass for the gate (`generate_sampler`), the judge one sequence per forward
-    (parents and children), and the loss over K full prompt+move sequences. Everything else is the trainer's own
-    step."""
+    prompt copies and a second player pass for the gate (`generate_sampler`), the judge one whole sequence per
+    forward (parents and children, no prefix cache), and the loss over K full prompt+move sequences. Everything else
+    is the trainer's own step."""
     import dataclasses as dc
 
     from frost.judge import Judge
 
     trainer.sampler = generate_sampler
-    trainer.judge = Judge(trainer.player, batch_size=1, context=trainer.player.disable_adapter)
+    trainer.judge = Judge(trainer.player, batch_size=1, context=trainer.player.disable_adapter, prefix_cache=False)
     trainer.settings = dc.replace(trainer.settings, shared_prompt=False, text_batch=1)
 
 
