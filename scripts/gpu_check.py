@@ -7,7 +7,10 @@
    judge-gated), GRPO K=4 and K=8, Frost K=8 (taylor-gated) and GRPO K=16, on a model built from its shape with
    random weights (default Qwen3-14B, bf16, LoRA r=alpha=256 on all seven projections, B=4, L=8), every arm on one
    loaded base (`frost.bench.bench_training`).
-2. Consistency of the CUDA path at a small shape (same random weights on both devices): fp32 on CUDA against the
+2. TRL side by side (when `trl` and `datasets` import): TRL's GRPOTrainer on the same shape, K=8 and K=4, B, L,
+   LoRA and beta (`scripts/trl_side_by_side.py`, in a child process so that its model has the GPU to itself),
+   against Frost's GRPO steps.
+3. Consistency of the CUDA path at a small shape (same random weights on both devices): fp32 on CUDA against the
    CPU (rewards, gradient cosine, top-16 candidates), and bf16 on CUDA against fp32 (gradient cosine, candidates).
 
 Writes one JSON object (`--out`) and prints Markdown tables. Random weights: times and memory only, no results.
@@ -16,8 +19,11 @@ Writes one JSON object (`--out`) and prints Markdown tables. Random weights: tim
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -129,6 +135,36 @@ def consistency(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def trl_side_by_side(args: argparse.Namespace, frost_steps: dict[str, Any]) -> dict[str, Any]:
+    """TRL's GRPOTrainer step at K=8 and K=4 (child processes), and Frost's GRPO step over TRL's at each K."""
+    if any(importlib.util.find_spec(m) is None for m in ("trl", "datasets")):
+        return {"skipped": "trl or datasets is not installed"}
+    out: dict[str, Any] = {}
+    script = Path(__file__).with_name("trl_side_by_side.py")
+    for k in (8, 4):
+        path = args.out.with_name(f"trl-k{k}.json")
+        cmd = [sys.executable, str(script), "--model", args.shape, "--random-weights", "--device", args.device,
+               "--dtype", args.dtype, "--K", str(k), "--B", str(args.B), "--L", str(args.L),
+               "--lora-rank", str(args.lora_rank), "--steps", str(args.steps), "--json", str(path)]  # fmt: skip
+        if args.device == "cpu":
+            cmd += ["--threads", str(torch.get_num_threads())]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.trl_timeout, env=os.environ.copy())
+        except subprocess.TimeoutExpired:
+            out[f"k{k}"] = {"error": f"timed out after {args.trl_timeout} s"}
+            continue
+        if done.returncode != 0:
+            out[f"k{k}"] = {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+            continue
+        trl = json.loads(path.read_text())
+        ours = next((a for a in frost_steps["arms"] if a["algorithm"] == "grpo" and a["K"] == k), None)
+        if ours is not None:
+            trl["frost_grpo_step_s"] = ours["time/step_s"]
+            trl["trl_over_frost"] = trl["step_s"] / ours["time/step_s"]
+        out[f"k{k}"] = trl
+    return out
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [training_markdown(result["steps"]), ""]
     lines.append("| arm | peak GiB | memplan GiB | peak / plan |")
@@ -138,6 +174,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {arm['label']} | {arm['peak_memory_bytes'] / 2**30:.1f} | {arm['memplan_peak_bytes'] / 2**30:.1f} | "
             f"{arm['peak_over_plan']:.2f} |"
         )
+    trl = {k: v for k, v in result.get("trl", {}).items() if isinstance(v, dict)}
+    if trl:
+        lines += ["", "| GRPO step at | TRL GRPOTrainer s | Frost s | TRL / Frost |", "|---|---:|---:|---:|"]
+        for key, value in trl.items():
+            if "error" in value:
+                lines.append(f"| {key} | {value['error']} | | |")
+            elif "trl_over_frost" in value:
+                lines.append(
+                    f"| {key.upper()} | {value['step_s']:.2f} | {value['frost_grpo_step_s']:.2f} "
+                    f"| {value['trl_over_frost']:.2f} |"
+                )
     if "consistency" in result:
         lines += ["", "| check | reward max abs diff | gradient cosine | top-16 shared |", "|---|---:|---:|---:|"]
         for key, value in result["consistency"].items():
@@ -162,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge-batch-size", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="two arms only (Frost K=4 taylor-gated, GRPO K=8)")
     p.add_argument("--no-consistency", action="store_true")
+    p.add_argument("--no-trl", action="store_true", help="skip TRL's GRPOTrainer side by side")
+    p.add_argument("--trl-timeout", type=int, default=240, help="seconds for each TRL run")
     p.add_argument("--out", type=Path, default=Path("results/gpu/check.json"))
     args = p.parse_args(argv)
     start = time.perf_counter()
@@ -169,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     result["steps"] = step_bench(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str))  # keep the step results if what follows fails
+    if not args.no_trl:
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        result["trl"] = trl_side_by_side(args, result["steps"])
+        args.out.write_text(json.dumps(result, indent=1, default=str))
     if not args.no_consistency:
         result["consistency"] = consistency(args)
     result["wall_s"] = time.perf_counter() - start

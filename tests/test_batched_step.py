@@ -230,7 +230,7 @@ def test_judge_prefix_cache_equals_full_sequences(mixed_instances, n_texts):
     moves, both signs) give the full forward's log-probabilities, rewards, gradients and position terms."""
     model = make_tiny_llama(seed=3)
     items = [(inst, moves_for(inst, 5, seed=40 + n)) for n, inst in enumerate(mixed_instances[:n_texts])]
-    cached, full = Judge(model), Judge(model, prefix_cache=False)
+    cached, full = Judge(model, prefix_cache=True), Judge(model, prefix_cache=False)
     rows = [(n, inst, m) for n, (inst, moves) in enumerate(items) for m in moves.tolist()]
     assert cached._cached(rows, len(items)) and not full._cached(rows, len(items))
     for a, b in zip(cached.score_many(items), full.score_many(items), strict=True):
@@ -243,3 +243,6 @@ def test_judge_prefix_cache_equals_full_sequences(mixed_instances, n_texts):
         assert torch.allclose(a.judge_logprobs, b.judge_logprobs, atol=2e-5)
     empty_prefix = mixed_instances[3]
     assert not cached._cached([(0, empty_prefix, [1] * L)] * 2, 1)  # the move starts the judge: no prefix to cache
+    auto = Judge(model)  # by default only where the prefix tokens saved reach the tokens each row still runs
+    long_prefix = make_instance(move_length=L, prefix_len=30, suffix_len=4, seed=9)
+    assert auto._cached([(0, long_prefix, [1] * L)] * 4, 1) and not auto._cached(rows, len(items))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -82,3 +83,9 @@ def test_gpu_check_script_runs_on_the_cpu_at_a_tiny_shape(tmp_path):
     low = result["consistency"]["device-bf16_vs_device-fp32"]
     assert low["grad_cosine"] > 0.9
     assert "| Frost K=4 taylor-gated |" in proc.stdout
+    trl = result["trl"]  # TRL's GRPOTrainer side by side where trl and datasets are installed (not a dependency)
+    if importlib.util.find_spec("trl") is None or importlib.util.find_spec("datasets") is None:
+        assert trl == {"skipped": "trl or datasets is not installed"}
+    else:
+        assert trl["k8"]["step_s"] > 0 and trl["k8"]["trl_over_frost"] > 0, trl
+        assert trl["k8"]["K"] == 8 and trl["k4"]["K"] == 4

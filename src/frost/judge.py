@@ -259,7 +259,7 @@ class Judge:
         batch_size: int = 16,
         context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
         logits_bytes: int | None = None,
-        prefix_cache: bool = True,
+        prefix_cache: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"judge.batch_size must be >= 1, got {batch_size}")
@@ -267,7 +267,8 @@ class Judge:
         self.batch_size = batch_size
         self.logits_bytes = logits_bytes
         self.prefix_cache = prefix_cache
-        """Encode each text's judge prefix once per pass and run its moves from that KV cache (see `_logits`)."""
+        """Encode each text's judge prefix once per pass and run its moves from that KV cache (`_logits`): None
+        where that saves tokens (`_cached`), True wherever the model allows it, False never."""
         self._context = context or contextlib.nullcontext
         self.forward_sequences = 0
         """Sequences passed forward so far (compute accounting)."""
@@ -347,14 +348,19 @@ class Judge:
         )
 
     def _cached(self, rows: list[tuple[int, GameInstance, list[int]]], n_items: int) -> bool:
-        """Whether a call's passes run from the texts' prefix caches: more rows than texts, every prefix non-empty,
-        and a model whose decoder and LM head can be called apart. Decided once per call, so that every row of a
-        call (parents re-scored with their children) goes through the same kernels."""
+        """Whether a call's passes run from the texts' prefix caches: when the prefix tokens it saves are at least
+        the tokens every row still runs (the move and what follows it), every prefix is non-empty, and the model's
+        decoder and LM head can be called apart. Decided once per call, so that every row of a call (parents
+        re-scored with their children) goes through the same kernels. (Measured on the CPU: RLP's 65-token prefix
+        runs from the cache; infilling's 9 tokens before a 72-token rest would only add the cache's overhead.)"""
         model = self.model
         config = getattr(model, "config", None)
+        texts = {owner: inst for owner, inst, _ in rows}
+        saved = sum(len(inst.judge_prefix) for _, inst, _ in rows) - sum(len(i.judge_prefix) for i in texts.values())
+        rest = sum(inst.judge_length(inst.move_length) - len(inst.judge_prefix) for _, inst, _ in rows)
         return (
-            self.prefix_cache
-            and len(rows) > n_items
+            self.prefix_cache is not False
+            and (saved >= rest if self.prefix_cache is None else len(rows) > n_items)
             and all(len(inst.judge_prefix) > 0 for _, inst, _ in rows)
             and hasattr(model, "get_decoder")
             and hasattr(model, "get_output_embeddings")
