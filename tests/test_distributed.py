@@ -190,3 +190,19 @@ def test_the_step_bench_runs_under_torchrun_with_rank_0_writing(tmp_path):
     one = json.loads((tmp_path / "one.json").read_text())["steps"][0]
     assert one["world_size"] == 1
     assert [a["judge_fwd_seqs"] for a in one["arms"]] == [a["judge_fwd_seqs"] for a in steps["arms"]]
+
+
+def test_accelerate_launch_runs_the_same_job(one_rank, tmp_path):
+    """`accelerate launch` starts the ranks instead of torchrun (`--multi_gpu` is its flag for several processes,
+    on CPUs too); the run equals the one-rank run."""
+    run = tmp_path / "accelerate"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    argv = [*launcher, "-m", "frost.cli", "train", "--steps", "2", "--run-dir", str(run), "--threads", "1",
+            "--no-progress", *[a for s in SETTINGS for a in ("--set", s)]]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [m for m in metrics(run) if "reward_mean" in m]
+    assert [m["world_size"] for m in rows] == [2, 2]
+    assert_same_weights(adapter(run, 2), adapter(one_rank, 2))
