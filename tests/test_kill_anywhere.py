@@ -144,3 +144,19 @@ def test_a_torn_last_line_is_skipped_and_a_broken_middle_line_is_an_error(tmp_pa
     log.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
     with pytest.raises(FrostError, match=r"metrics\.jsonl:2"):
         runlog.read(log)
+
+
+def test_a_full_disk_while_logging_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    from frost.runlog import LogWriteError
+
+    log = tmp_path / "metrics.jsonl"
+    runlog.append(log, [{"step": 1}])
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "open", full)
+    with pytest.raises(LogWriteError, match=r"metrics\.jsonl: could not be written \(No space left on device\)"):
+        runlog.append(log, [{"step": 2}])
+    monkeypatch.undo()
+    assert runlog.read(log) == [{"step": 1}]

@@ -16,12 +16,23 @@ from typing import Any
 from frost.errors import FrostError
 
 
+class LogWriteError(FrostError):
+    """A log could not be appended to (e.g. the disk is full)."""
+
+
 def append(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append each record as one JSON line."""
+    """Append each record as one JSON line; a failed write (a full disk) is a `LogWriteError` naming the file."""
     text = "".join(json.dumps(r) + "\n" for r in records)
-    if text:
+    if not text:
+        return
+    try:
         with path.open("a") as f:
             f.write(text)
+    except OSError as exc:
+        raise LogWriteError(
+            f"{path}: could not be written ({exc.strerror or exc}); the last checkpoint is intact: free disk space "
+            "and resume with --resume (a partly written line is dropped then)"
+        ) from None
 
 
 def read(path: Path) -> list[dict[str, Any]]:
