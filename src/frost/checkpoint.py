@@ -53,8 +53,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     when the run has none."""
     root = Path(run_dir) / "checkpoints"
     latest = root / "latest"
-    if latest.is_file() and (root / latest.read_text().strip() / "state.json").is_file():
-        return root / latest.read_text().strip()
+    named = root / latest.read_text().strip() if latest.is_file() else None
+    if named is not None and (named / "state.json").is_file():
+        return named
     complete = sorted(p for p in root.glob("step-*") if (p / "state.json").is_file())
     return complete[-1] if complete else None
 
