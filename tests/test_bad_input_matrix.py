@@ -106,6 +106,13 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train: negative micro-batch", [*TRAIN, "--set", "train.micro_batch=-1"], "train.micro_batch"),
     ("train: max_skipped_steps 0", [*TRAIN, "--set", "train.max_skipped_steps=0"], "train.max_skipped_steps"),
     ("train: judge batch 0", [*TRAIN, "--set", "model.judge_batch_size=0"], "model.judge_batch_size"),
+    ("train: FSDP shards 0", [*TRAIN, "--set", "model.fsdp_shards=0"], "model.fsdp_shards"),
+    ("train: FSDP over 2 ranks in one process", [*TINY, "--set", "model.fsdp_shards=2"], "model.fsdp_shards"),
+    (
+        "train: FSDP with a separate judge",
+        [*TRAIN, "--set", "model.fsdp_shards=2", "--set", "model.judge=embedded"],
+        "model.fsdp_shards",
+    ),
     ("train: a CUDA device that is not there", [*TRAIN, "--set", "model.device=cuda:7"], "model.device"),
     ("train: resume a run that has no checkpoint", [*TRAIN, "--resume", "--run-dir", "{empty-run}"], "--resume"),
     ("train: data file missing", [*TRAIN, "--set", "data.source=missing.jsonl"], "missing.jsonl"),

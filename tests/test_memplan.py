@@ -214,3 +214,14 @@ def test_bad_arguments_are_rejected():
         memory_plan(micro_batch=0)
     with pytest.raises(ValueError, match="unknown LoRA targets"):
         QWEN3_14B.lora_parameters(8, ["qkv"])
+
+
+def test_fsdp_shards_split_only_the_decoder_layers():
+    whole, sharded = memory_plan(QWEN3_14B), memory_plan(QWEN3_14B, fsdp_shards=8)
+    layers = QWEN3_14B.num_hidden_layers * QWEN3_14B.block_parameters()
+    kept = QWEN3_14B.base_parameters() - layers  # embeddings, LM head, final norm: whole on every rank
+    assert kept == 2 * QWEN3_14B.vocab_size * QWEN3_14B.hidden_size + QWEN3_14B.hidden_size
+    assert sharded.persistent["base_weights"] == 2 * (kept + layers // 8)
+    assert sharded.persistent["fsdp_gathered_layers"] == 2 * 2 * QWEN3_14B.block_parameters()
+    assert whole.persistent["base_weights"] - sharded.persistent["base_weights"] > 20 * 2**30  # 14B: ~22 GiB saved
+    assert sharded.phases == whole.phases and sharded.base_parameter_count == whole.base_parameter_count

@@ -36,6 +36,10 @@ class ModelConfig:
     random_weights: bool = False
     """Build `name`'s architecture with random weights, no download: for timing and memory work, never for results
     (names like `qwen3-14b-shape` imply it; `frost.shapes`)."""
+    fsdp_shards: int = 1
+    """Ranks that share one copy of the frozen base, each holding 1/N of every decoder layer (FSDP2, `frost.fsdp`;
+    under torchrun / accelerate launch, N must divide the number of ranks, e.g. the GPUs of a node). The ranks of a
+    group play the same texts, so it buys memory, not speed; 1: every rank holds the whole base."""
 
 
 @dataclass
@@ -169,6 +173,12 @@ class Config:
         if t.algorithm not in ALGORITHMS:
             raise ConfigError(f"train.algorithm must be one of {', '.join(ALGORITHMS)}; got {t.algorithm!r}")
         _at_least("train.micro_batch", self.train.micro_batch, 0)
+        _at_least("model.fsdp_shards", self.model.fsdp_shards, 1)
+        if self.model.fsdp_shards > 1 and self.model.judge is not None:
+            raise ConfigError(
+                "model.fsdp_shards: a separate model.judge is not sharded; leave model.judge null (the judge shares "
+                "the player's sharded base) or set model.fsdp_shards: 1"
+            )
         _at_least("train.max_skipped_steps", self.train.max_skipped_steps, 1)
         for name in ("K", "batch_size", "val_samples"):
             _at_least(f"train.{name}", getattr(t, name), 1)

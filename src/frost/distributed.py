@@ -8,6 +8,11 @@ a step are split into contiguous shards whose sizes differ by at most one; every
 1/B (the global B), so the summed gradient is exactly the single-process one. The sampling stream of each text is
 derived from (seed, step, text index), so a run's moves do not depend on the number of ranks, nor on how texts are
 batched, and a resume needs no per-rank random state.
+
+With `model.fsdp_shards: N` (FSDP2, `frost.fsdp`) the ranks form groups of N that hold one copy of the frozen base
+between them: every rank of a group plays the same texts with the same random streams (their calls into the sharded
+layers must match one for one), texts are split over the groups (the replicas), records are gathered once per group
+and checked to agree, and the LoRA gradients are averaged within a group and summed over the groups.
 """
 
 from __future__ import annotations
@@ -15,14 +20,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from frost.errors import FrostError
+from frost.errors import ConfigError, FrostError
 
 TIMEOUT_ENV = "FROST_DIST_TIMEOUT"
 """Seconds a collective waits for the other ranks before failing (default 300)."""
@@ -39,6 +44,8 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    shard_size: int = 1
+    """Ranks that share one copy of the frozen base (FSDP2); 1: each rank holds the whole base."""
 
     @property
     def is_main(self) -> bool:
@@ -50,18 +57,35 @@ class World:
         """Whether there is more than one rank."""
         return self.size > 1
 
+    @property
+    def replicas(self) -> int:
+        """Groups of `shard_size` ranks; the step's texts are split over them."""
+        return self.size // self.shard_size
 
-def world_from_env() -> World:
+    @property
+    def replica(self) -> int:
+        """This rank's group."""
+        return self.rank // self.shard_size
+
+
+def world_from_env(shard_size: int = 1) -> World:
     """RANK / WORLD_SIZE / LOCAL_RANK as torchrun and accelerate set them (one process without them)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    return World(rank=rank, size=size, local_rank=int(os.environ.get("LOCAL_RANK", str(rank))))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    return World(rank=rank, size=size, local_rank=local, shard_size=shard_size)
 
 
-def init_world(device: str) -> World:
+def init_world(device: str, shard_size: int = 1) -> World:
     """Join the process group when launched with several ranks (NCCL when `device` resolves to CUDA, else gloo);
-    returns the world. A single process returns World() and starts nothing."""
-    world = world_from_env()
+    returns the world. A single process returns World() and starts nothing. `shard_size` > 1 (FSDP groups) must
+    divide the number of ranks."""
+    world = world_from_env(shard_size)
+    if shard_size > 1 and world.size % shard_size:
+        raise ConfigError(
+            f"model.fsdp_shards: {shard_size} ranks per copy of the base does not divide the {world.size} rank(s) "
+            f"launched; start a multiple of {shard_size} (torchrun --nproc_per_node {shard_size}) or set it to 1"
+        )
     if not world.active or not torch.distributed.is_available():
         return world
     if not torch.distributed.is_initialized():
@@ -83,11 +107,12 @@ def rank_device(device: str, world: World) -> str:
 
 
 def shard(n: int, world: World) -> slice:
-    """This rank's contiguous share of n items; shares differ by at most one (the first n % size ranks get one
-    more)."""
-    base, extra = divmod(n, world.size)
-    lo = world.rank * base + min(world.rank, extra)
-    return slice(lo, lo + base + (1 if world.rank < extra else 0))
+    """This rank's contiguous share of n items: its group's (every rank of an FSDP group gets the same share);
+    shares differ by at most one (the first n % replicas groups get one more)."""
+    base, extra = divmod(n, world.replicas)
+    group = world.replica
+    lo = group * base + min(group, extra)
+    return slice(lo, lo + base + (1 if group < extra else 0))
 
 
 def text_seed(seed: int, step: int, index: int, stream: str = "train") -> int:
@@ -109,13 +134,16 @@ def _collective(world: World, what: str) -> Iterator[None]:
 
 
 def all_reduce_gradients(params: Sequence[torch.nn.Parameter], world: World) -> None:
-    """Sum the gradients of `params` over the ranks, in place (one flat buffer, one collective)."""
+    """Sum the gradients of `params` over the ranks' groups, in place (one flat buffer, one collective; the ranks of
+    an FSDP group computed the same gradient, so the sum is divided by the group's size)."""
     if not world.active:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
     with _collective(world, "the gradient all-reduce"):
         torch.distributed.all_reduce(flat)
+    if world.shard_size > 1:
+        flat /= world.shard_size
     offset = 0
     for p, g in zip(params, grads, strict=True):
         n = g.numel()
@@ -123,14 +151,28 @@ def all_reduce_gradients(params: Sequence[torch.nn.Parameter], world: World) -> 
         offset += n
 
 
-def gather(obj: Any, world: World) -> list[Any]:
-    """Every rank's `obj`, in rank order (picklable objects; on one process [obj])."""
+def gather(obj: Any, world: World, agree: Callable[[Any, Any], bool] | None = None) -> list[Any]:
+    """Every group's `obj` (each rank's without FSDP groups), in rank order (picklable objects; on one process
+    [obj]). The ranks of an FSDP group played the same texts: their objects must `agree` with the group's first
+    rank's, or the run stops naming the ranks (kernels that are not deterministic make the ranks' moves differ)."""
     if not world.active:
         return [obj]
     out: list[Any] = [None] * world.size
     with _collective(world, "gathering the step's records"):
         torch.distributed.all_gather_object(out, obj)
-    return out
+    if world.shard_size == 1:
+        return out
+    leaders = out[:: world.shard_size]
+    check = agree or (lambda a, b: a == b)
+    for rank, item in enumerate(out):
+        leader = rank - rank % world.shard_size
+        if not check(leaders[leader // world.shard_size], item):
+            raise DistributedError(
+                f"rank {rank} and rank {leader} share one copy of the base (model.fsdp_shards) but played their texts "
+                "differently; make the kernels deterministic (torch.use_deterministic_algorithms, "
+                "CUBLAS_WORKSPACE_CONFIG=:4096:8) or set model.fsdp_shards: 1"
+            )
+    return leaders
 
 
 def any_rank(flag: bool, world: World, device: torch.device | str = "cpu") -> bool:

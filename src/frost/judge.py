@@ -30,7 +30,7 @@ import torch
 
 from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance
-from frost.models import causal_lm_logits, check_fits_context
+from frost.models import causal_lm_logits, check_fits_context, no_grad
 from frost.moves import content_lengths, content_mask
 from frost.sampling import PromptBatch, cache_io
 
@@ -488,7 +488,7 @@ class Judge:
             self.forward_sequences += batch.ids.shape[0]
             self.forward_tokens += batch.tokens
 
-        with torch.inference_mode(), self._eval():
+        with no_grad(self.model), self._eval():
             self._each_pass(rows, one_pass)
         out = []
         grouped = self._by_instance([r[0] for r in rows], len(items), parts)

@@ -121,14 +121,19 @@ class ModelShape:
             "down_proj": (i, h),
         }
 
-    def base_parameters(self) -> int:
-        """All weights: embeddings (and an untied LM head), projections and RMSNorm gains (no biases)."""
+    def block_parameters(self) -> int:
+        """The weights of one decoder layer: its projections and RMSNorm gains."""
         h = self.hidden_size
         block = sum(a * b for a, b in self.linear_shapes().values()) + 2 * h
         if self.qk_norm:
             block += 2 * self.head_dim
+        return block
+
+    def base_parameters(self) -> int:
+        """All weights: embeddings (and an untied LM head), projections and RMSNorm gains (no biases)."""
+        h = self.hidden_size
         embeddings = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
-        return embeddings + self.num_hidden_layers * block + h
+        return embeddings + self.num_hidden_layers * self.block_parameters() + h
 
     def lora_parameters(self, rank: int, targets: Sequence[str] = LORA_TARGETS) -> int:
         """LoRA parameters: r * (in + out) for each targeted projection of each layer."""
@@ -290,7 +295,8 @@ class MemoryPlan:
     base_parameter_count: int
     lora_parameter_count: int
     persistent: dict[str, int]
-    """base_weights, lora_params, lora_grads, optimizer_state."""
+    """base_weights (this rank's: its shards under FSDP), lora_params, lora_grads, optimizer_state, and under FSDP
+    fsdp_gathered_layers."""
     phases: dict[str, dict[str, int]]
     """Phase name -> its transient components (bytes), in execution order."""
 
@@ -356,6 +362,7 @@ def memory_plan(
     judge_batch_size: int | None = None,
     expand_kv: bool = True,
     targets: Sequence[str] = LORA_TARGETS,
+    fsdp_shards: int = 1,
 ) -> MemoryPlan:
     """Estimate the memory of one Frost-GRPO step.
 
@@ -374,7 +381,9 @@ def memory_plan(
       end are scored); `judge_batch_size` caps the sequences per judge forward (None: all at once);
     - with gradient checkpointing, the judge and the player keep one hidden state per layer and token, and recompute
       one block's full activations during the backward; the player's repeated prompt KV cache stays alive;
-    - the backward sweep's working set is one block's saved activations plus two hidden-state gradients per token.
+    - the backward sweep's working set is one block's saved activations plus two hidden-state gradients per token;
+    - `fsdp_shards=N` (`frost.fsdp`): each rank holds 1/N of every decoder layer's weights (embeddings, head and
+      LoRA whole) and gathers two layers whole at a time (the one running and the next, prefetched).
     """
     for name, value in (("lora_rank", lora_rank), ("K", K), ("L", L), ("prompt_tokens", prompt_tokens)):
         if value < 1:
@@ -390,13 +399,18 @@ def memory_plan(
     d, h, v, layers = dtype_bytes, shape.hidden_size, shape.vocab_size, shape.num_hidden_layers
     mb = B if micro_batch is None else min(micro_batch, B)
     n_lora = shape.lora_parameters(lora_rank, targets)
-    n_base = shape.base_parameters()
+    if fsdp_shards < 1:
+        raise ValueError(f"fsdp_shards must be >= 1, got {fsdp_shards}")
+    n_layers = layers * shape.block_parameters()
+    n_base = shape.base_parameters() - n_layers + -(-n_layers // fsdp_shards)
     persistent = {
         "base_weights": n_base * d,
         "lora_params": n_lora * lora_param_bytes,
         "lora_grads": n_lora * lora_grad_bytes,
         "optimizer_state": n_lora * optimizer_bytes_per_param,
     }
+    if fsdp_shards > 1:
+        persistent["fsdp_gathered_layers"] = 2 * shape.block_parameters() * d
     sampled = mb * K * L * v * FP32  # the player's sampling distributions, kept from phase 1 to the loss
 
     def chunk(sequences: int) -> int:
@@ -499,11 +513,12 @@ def memory_plan(
         "judge_batch_size": judge_batch_size,
         "expand_kv": expand_kv,
         "targets": tuple(targets),
+        "fsdp_shards": fsdp_shards,
     }
     return MemoryPlan(
         shape=shape,
         settings=settings,
-        base_parameter_count=n_base,
+        base_parameter_count=shape.base_parameters(),
         lora_parameter_count=n_lora,
         persistent=persistent,
         phases={

@@ -7,6 +7,7 @@ that later loads take well under a second.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -242,6 +243,16 @@ def forbidden_token_mask(tokenizer: Any, vocab_size: int, device: torch.device |
     if n_tokens < vocab_size:
         mask[n_tokens:] = True
     return mask.to(device)
+
+
+SHARDED_FLAG = "frost_fsdp_sharded"
+"""Attribute `frost.fsdp.shard_frozen_base` sets on a model whose decoder layers it sharded."""
+
+
+def no_grad(model: Any) -> contextlib.AbstractContextManager[Any]:
+    """`torch.inference_mode()` for passes that need no gradient, or `torch.no_grad()` for a model with FSDP-sharded
+    layers (FSDP gathers into buffers it reuses across passes, which inference tensors forbid)."""
+    return torch.no_grad() if getattr(model, SHARDED_FLAG, False) else torch.inference_mode()
 
 
 def causal_lm_logits(

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from frost.errors import ConfigError
+from frost.models import no_grad
 
 Ids = Sequence[int] | torch.Tensor
 """A prompt's token ids."""
@@ -196,7 +197,7 @@ def sample_moves_batch(
     ended = torch.zeros(rows, 1, dtype=torch.bool, device=device)
     logprob_steps: list[torch.Tensor] = []
     cache_kw, cache_attr = cache_io(model)
-    with torch.inference_mode():
+    with no_grad(model):
         out = model(**batch.forward_kwargs(), use_cache=True, logits_to_keep=1)
         cache = getattr(out, cache_attr)
         logits = out.logits[:, -1].repeat_interleave(k, 0)
@@ -320,7 +321,7 @@ def player_logprobs(
     """[N, L, V] the distributions a player samples each move slot from, by one forward over prompt + move
     (`forbidden`: [V] or [L, V], as in `sample_moves`). This is what `sample_moves` saves while sampling; use it for
     moves that were not sampled (e.g. given by hand, or mutated by Frost)."""
-    with torch.inference_mode():
+    with no_grad(model):
         return policy_distributions(
             model, prompt_ids, moves, temperature=temperature, forbidden=forbidden, shared_prompt=False
         ).clone()

@@ -31,7 +31,7 @@ from frost.config import Config
 from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance, build_game, spec_to_yaml
 from frost.judge import Judge
-from frost.models import LoadedModel, forbidden_token_mask, load_model
+from frost.models import LoadedModel, forbidden_token_mask, load_model, resolve_device, resolve_dtype
 from frost.moves import content_lengths, decision_mask
 from frost.phases import PhaseTimer
 from frost.rules import get_rule
@@ -129,7 +129,7 @@ def auto_micro_batch(config: Config, player: Any, inst: GameInstance, device: to
         plan = memory_plan(
             shape, lora_rank=config.lora.rank, K=t.K, L=inst.move_length, prompt_tokens=len(inst.prompt_ids) + 16,
             judge_tokens=inst.max_judge_length, B=t.batch_size, D=config.budget, dtype_bytes=dtype_bytes,
-            micro_batch=m, judge_batch_size=config.model.judge_batch_size,
+            micro_batch=m, judge_batch_size=config.model.judge_batch_size, fsdp_shards=config.model.fsdp_shards,
         )  # fmt: skip
         if plan.peak - plan.persistent["base_weights"] - plan.persistent["lora_params"] <= free:
             return m
@@ -148,7 +148,7 @@ class Trainer:
 
         self.config = config.validate()
         t = config.train
-        self.world = distributed.init_world(config.model.device)
+        self.world = distributed.init_world(config.model.device, shard_size=config.model.fsdp_shards)
         self.run_dir = Path(t.run_dir)
         if self.world.is_main:
             self._prepare_run_dir(resume, overwrite)
@@ -156,13 +156,23 @@ class Trainer:
         torch.manual_seed(t.seed)
         m = config.model
         device = distributed.rank_device(m.device, self.world)
-        base = base or load_model(m.name, device=device, dtype=m.dtype, random_weights=m.random_weights)
-        self.device, self.tokenizer = base.device, base.tokenizer
+        sharded = self.world.shard_size > 1
+        dtype: str | torch.dtype = m.dtype
+        if sharded:  # the whole base stays in host memory until its layers are sharded onto the device
+            device = str(resolve_device(device))
+            dtype = resolve_dtype(m.dtype, torch.device(device))
+        load_on = "cpu" if sharded else device
+        base = base or load_model(m.name, device=load_on, dtype=dtype, random_weights=m.random_weights)
+        self.device, self.tokenizer = (torch.device(device) if sharded else base.device), base.tokenizer
         peft_config = checkpoint.peft_lora_config(config.lora)
         try:
             self.player = get_peft_model(base.model, peft_config)
         except ValueError as exc:
             raise ConfigError(f"lora.target_modules: {str(exc).splitlines()[0]}") from exc
+        if sharded:
+            from frost.fsdp import shard_frozen_base
+
+            shard_frozen_base(self.player, self.world, self.device)
         self.player.eval()  # no dropout in sampling; LoRA dropout applies only in the loss pass
         if config.model.judge is None:
             self.judge = Judge(
@@ -307,7 +317,7 @@ class Trainer:
             "judge_fwd_seqs": self.judge.forward_sequences - fwd0,
             "judge_bwd_seqs": self.judge.backward_sequences - bwd0,
         }
-        gathered = distributed.gather(local, self.world)
+        gathered = distributed.gather(local, self.world, agree=_same_play)
         summaries = [g for part in gathered for g in part["groups"]]
         with timer.phase("optim"):
             params = [p for p in self.player.parameters() if p.requires_grad]
@@ -351,6 +361,13 @@ class Trainer:
         metrics["train/skipped_steps"] = self.skipped_steps
         if self.world.active:
             metrics["world_size"] = self.world.size
+        if self.world.shard_size > 1:
+            from frost.fsdp import sharded_bytes
+
+            held, whole = sharded_bytes(self.player)
+            metrics["fsdp/shards"] = self.world.shard_size
+            metrics["fsdp/layer_bytes_per_rank"] = held
+            metrics["fsdp/layer_bytes"] = whole
         metrics["time/step_s"] = timer.clock() - start
         metrics.update(phase_metrics(timer))
         return metrics
@@ -388,7 +405,7 @@ class Trainer:
                         "moves": [{"text": x, "reward": r} for x, r in zip(texts, rewards, strict=True)],
                     }
                 )
-        gathered = distributed.gather((rows, samples), self.world)
+        gathered = distributed.gather((rows, samples), self.world, agree=_same_samples)
         rows = [r for part in gathered for r in part[0]]
         samples = [x for part in gathered for x in part[1]]
         if not self.world.is_main:
@@ -520,6 +537,29 @@ def _finite_summary(summary: dict[str, Any]) -> bool:
     """Whether a group's rewards, loss and KL are finite."""
     values = [*summary["rewards"], summary["loss"], summary["kl"]]
     return all(math.isfinite(v) for v in values)
+
+
+def _same_play(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two ranks of one FSDP group played their step alike: the same judge work, move lengths and rewards
+    (within 1e-2 nats: the same moves, up to kernel rounding)."""
+    if (a["judge_fwd_seqs"], a["judge_bwd_seqs"], len(a["groups"])) != (
+        b["judge_fwd_seqs"],
+        b["judge_bwd_seqs"],
+        len(b["groups"]),
+    ):
+        return False
+    for x, y in zip(a["groups"], b["groups"], strict=True):
+        if x["lengths"] != y["lengths"] or len(x["rewards"]) != len(y["rewards"]):
+            return False
+        if any(not math.isclose(r, q, abs_tol=1e-2) for r, q in zip(x["rewards"], y["rewards"], strict=True)):
+            return False
+    return True
+
+
+def _same_samples(a: tuple[list[Any], list[Any]], b: tuple[list[Any], list[Any]]) -> bool:
+    """Whether two ranks of one FSDP group sampled the same validation moves."""
+    texts = [[[m["text"] for m in s["moves"]] for s in part[1]] for part in (a, b)]
+    return texts[0] == texts[1]
 
 
 def _group_summary(g: GroupRecord) -> dict[str, Any]:
