@@ -10,7 +10,10 @@
 2. TRL side by side (when `trl` and `datasets` import): TRL's GRPOTrainer on the same shape, K=8 and K=4, B, L,
    LoRA and beta (`scripts/trl_side_by_side.py`, in a child process so that its model has the GPU to itself),
    against Frost's GRPO steps.
-3. Consistency of the CUDA path at a small shape (same random weights on both devices): fp32 on CUDA against the
+3. Decoding: K=8 moves for each of B prompts on the same base with a LoRA adapter, eager against a static cache
+   and against CUDA graphs (`frost.decode`): time per sampling call (median of 3 after a warm-up), the same moves
+   and distributions, and whether the graph path ran or fell back.
+4. Consistency of the CUDA path at a small shape (same random weights on both devices): fp32 on CUDA against the
    CPU (rewards, gradient cosine, top-16 candidates), and bf16 on CUDA against fp32 (gradient cosine, candidates).
 
 Writes one JSON object (`--out`) and prints Markdown tables. Random weights: times and memory only, no results.
@@ -48,6 +51,56 @@ def arms_for(quick: bool) -> list[Arm]:
     ]
 
 
+def decode_check(args: argparse.Namespace, base: Any, k: int = 8) -> dict[str, Any]:
+    """Sampling K moves after each of B prompts with each decode mode, on `base` with a LoRA adapter of the check's
+    rank: seconds per call and agreement with the eager decode."""
+    from peft import LoraConfig, get_peft_model
+
+    from frost.decode import resolve_decode
+    from frost.sampling import sample_moves_batch
+
+    torch.manual_seed(0)
+    player = get_peft_model(base.model, LoraConfig(r=args.lora_rank, lora_alpha=args.lora_rank, init_lora_weights=False,
+                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                            "down_proj"]))  # fmt: skip
+    player.eval()
+    vocab = player.get_input_embeddings().weight.shape[0]
+    prompts = [torch.randint(0, min(vocab, 49152), (170 + 3 * b,)).tolist() for b in range(args.B)]
+    device = torch.device(args.device)
+    modes = ["eager", "static"] + (["graphs"] if device.type == "cuda" else [])
+    out: dict[str, Any] = {"K": k, "B": args.B, "L": args.L, "rows": k * args.B}
+    first = None
+    for mode in modes:
+
+        def call(mode: str = mode) -> Any:
+            gens = [torch.Generator(device=device).manual_seed(b) for b in range(args.B)]
+            return sample_moves_batch(player, prompts, k, args.L, generator=gens, decode=mode)
+
+        call()  # warm-up (and the capture)
+        times, result = [], None
+        for _ in range(3):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            result = call()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        entry: dict[str, Any] = {"s": statistics.median(times), "ran": resolve_decode(mode, player, device)}
+        if first is None:
+            first = result
+        else:
+            entry["same_moves"] = all(torch.equal(a.moves, b.moves) for a, b in zip(first, result, strict=True))
+            entry["max_prob_diff"] = max(
+                float((a.logprobs.exp() - b.logprobs.exp()).abs().max()) for a, b in zip(first, result, strict=True)
+            )
+        out[mode] = entry
+    if "graphs" in out:
+        out["eager_over_graphs"] = out["eager"]["s"] / out["graphs"]["s"]
+    base.model = player.unload()
+    return out
+
+
 def step_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Every arm on one random-weight base; each arm's peak memory next to its memory plan."""
     from frost.models import load_model
@@ -55,6 +108,7 @@ def step_bench(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     base = load_model(args.shape, device=args.device, dtype=args.dtype, random_weights=True)
     load_s = time.perf_counter() - t0
+    decode = decode_check(args, base) if not args.no_decode else None
     overrides = {
         "lora": {"rank": args.lora_rank, "alpha": args.lora_rank},
         "model": {"judge_batch_size": args.judge_batch_size},
@@ -70,10 +124,12 @@ def step_bench(args: argparse.Namespace) -> dict[str, Any]:
             shape, lora_rank=args.lora_rank, K=arm["K"], L=args.L, prompt_tokens=arm.get("prompt_tokens", 170),
             judge_tokens=arm.get("judge_tokens", 81), B=args.B, D=arm["K"], dtype_bytes=dtype_bytes,
             micro_batch=arm.get("micro_batch"), judge_batch_size=args.judge_batch_size,
+            static_decode=arm.get("decode", "eager") != "eager",
         )  # fmt: skip
         arm["memplan_peak_bytes"] = plan.peak
         arm["peak_over_plan"] = arm["peak_memory_bytes"] / plan.peak if plan.peak else float("nan")
     result["load_s"] = load_s
+    result["decode"] = decode
     result["shape"] = args.shape
     result["lora_rank"] = args.lora_rank
     return result
@@ -185,6 +241,15 @@ def markdown(result: dict[str, Any]) -> str:
                     f"| {key.upper()} | {value['step_s']:.2f} | {value['frost_grpo_step_s']:.2f} "
                     f"| {value['trl_over_frost']:.2f} |"
                 )
+    decode = result["steps"].get("decode")
+    if decode:
+        lines += ["", f"| decode ({decode['rows']} rows, L={decode['L']}) | s per sampling call | ran | same moves "
+                  "as eager | max prob diff |", "|---|---:|---|---|---:|"]  # fmt: skip
+        for mode in ("eager", "static", "graphs"):
+            if mode in decode:
+                d = decode[mode]
+                lines.append(f"| {mode} | {d['s']:.3f} | {d['ran']} | {d.get('same_moves', '-')} | "
+                             f"{d.get('max_prob_diff', 0.0):.2e} |")  # fmt: skip
     if "consistency" in result:
         lines += ["", "| check | reward max abs diff | gradient cosine | top-16 shared |", "|---|---:|---:|---:|"]
         for key, value in result["consistency"].items():
@@ -209,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge-batch-size", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="two arms only (Frost K=4 taylor-gated, GRPO K=8)")
     p.add_argument("--no-consistency", action="store_true")
+    p.add_argument("--no-decode", action="store_true", help="skip the eager / static / CUDA-graph decode check")
     p.add_argument("--no-trl", action="store_true", help="skip TRL's GRPOTrainer side by side")
     p.add_argument("--trl-timeout", type=int, default=240, help="seconds for each TRL run")
     p.add_argument("--out", type=Path, default=Path("results/gpu/check.json"))

@@ -225,3 +225,15 @@ def test_fsdp_shards_split_only_the_decoder_layers():
     assert sharded.persistent["fsdp_gathered_layers"] == 2 * 2 * QWEN3_14B.block_parameters()
     assert whole.persistent["base_weights"] - sharded.persistent["base_weights"] > 20 * 2**30  # 14B: ~22 GiB saved
     assert sharded.phases == whole.phases and sharded.base_parameter_count == whole.base_parameter_count
+
+
+def test_a_static_decode_keeps_one_cache_of_the_rounded_length():
+    from frost.decode import cache_length
+    from frost.memplan import kv_cache_bytes
+
+    plan = memory_plan(QWEN3_14B, K=8, B=4, prompt_tokens=200, L=8, static_decode=True)
+    rows, length = 4 * 8, cache_length(200, 8)
+    assert length == 256
+    assert plan.persistent["decode_static_cache"] == kv_cache_bytes(QWEN3_14B, rows * length, dtype_bytes=2)
+    # per token and layer: keys and values of 8 KV heads x 128 dims in bf16
+    assert plan.persistent["decode_static_cache"] == rows * length * 40 * 2 * 8 * 128 * 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import platform
 import re
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from frost.data import read_documents
+from frost.decode import resolve_decode
 from frost.frost import select_candidates
 from frost.games import GameInstance, build_game
 from frost.judge import Judge
@@ -439,10 +441,13 @@ def bench_training(
             _reset_peak_memory(base.device)
             records = [step() for _ in range(steps)]
             peak = peak_memory_bytes(base.device)
+            decode = resolve_decode(trainer.config.model.decode, trainer.player, base.device)
+            inst, micro_batch = trainer.train_set[0], trainer.settings.text_batch
             base = dataclasses.replace(base, model=trainer.player.unload())  # the base without this arm's LoRA
+            del trainer, step
+            gc.collect()  # the arm's adapter, optimizer and kept decode caches go now, not at some later collection
             step_s = [r["time/step_s"] for r in records]
             median = statistics.median(step_s)
-            inst = trainer.train_set[0]
             fwd, bwd = records[0]["judge_fwd_seqs"], records[0]["judge_bwd_seqs"]
             flops = step_flops(
                 shape, B=batch_size, K=arm.K, L=L, prompt=len(inst.prompt_ids), judge_len=inst.max_judge_length,
@@ -464,7 +469,8 @@ def bench_training(
                     "tokens_per_s": statistics.median(r["tokens"] / r["time/step_s"] for r in records),
                     "prompt_tokens": len(inst.prompt_ids),
                     "judge_tokens": inst.max_judge_length,
-                    "micro_batch": trainer.settings.text_batch,
+                    "micro_batch": micro_batch,
+                    "decode": decode,
                     "judge_fwd_seqs": fwd,
                     "judge_bwd_seqs": bwd,
                     "peak_memory_bytes": peak,

@@ -36,6 +36,9 @@ class ModelConfig:
     random_weights: bool = False
     """Build `name`'s architecture with random weights, no download: for timing and memory work, never for results
     (names like `qwen3-14b-shape` imply it; `frost.shapes`)."""
+    decode: str = "auto"
+    """How sampling's decode steps run (`frost.decode`): auto (CUDA graphs over a static KV cache on CUDA, eager
+    elsewhere), eager, static (the static cache without graphs) or graphs."""
     fsdp_shards: int = 1
     """Ranks that share one copy of the frozen base, each holding 1/N of every decoder layer (FSDP2, `frost.fsdp`;
     under torchrun / accelerate launch, N must divide the number of ranks, e.g. the GPUs of a node). The ranks of a
@@ -166,6 +169,7 @@ class Config:
 
     def validate(self) -> Config:
         """Check every field; raise ConfigError naming the first bad one."""
+        from frost.decode import check_decode
         from frost.games import resolve_spec
         from frost.rules import check_rank_by, check_tau, get_rule
 
@@ -174,6 +178,7 @@ class Config:
             raise ConfigError(f"train.algorithm must be one of {', '.join(ALGORITHMS)}; got {t.algorithm!r}")
         _at_least("train.micro_batch", self.train.micro_batch, 0)
         _at_least("model.fsdp_shards", self.model.fsdp_shards, 1)
+        check_decode(self.model.decode)
         if self.model.fsdp_shards > 1 and self.model.judge is not None:
             raise ConfigError(
                 "model.fsdp_shards: a separate model.judge is not sharded; leave model.judge null (the judge shares "

@@ -295,8 +295,8 @@ class MemoryPlan:
     base_parameter_count: int
     lora_parameter_count: int
     persistent: dict[str, int]
-    """base_weights (this rank's: its shards under FSDP), lora_params, lora_grads, optimizer_state, and under FSDP
-    fsdp_gathered_layers."""
+    """base_weights (this rank's: its shards under FSDP), lora_params, lora_grads, optimizer_state; under FSDP
+    fsdp_gathered_layers; with a static decode, decode_static_cache."""
     phases: dict[str, dict[str, int]]
     """Phase name -> its transient components (bytes), in execution order."""
 
@@ -363,6 +363,7 @@ def memory_plan(
     expand_kv: bool = True,
     targets: Sequence[str] = LORA_TARGETS,
     fsdp_shards: int = 1,
+    static_decode: bool = False,
 ) -> MemoryPlan:
     """Estimate the memory of one Frost-GRPO step.
 
@@ -383,7 +384,9 @@ def memory_plan(
       one block's full activations during the backward; the player's repeated prompt KV cache stays alive;
     - the backward sweep's working set is one block's saved activations plus two hidden-state gradients per token;
     - `fsdp_shards=N` (`frost.fsdp`): each rank holds 1/N of every decoder layer's weights (embeddings, head and
-      LoRA whole) and gathers two layers whole at a time (the one running and the next, prefetched).
+      LoRA whole) and gathers two layers whole at a time (the one running and the next, prefetched);
+    - `static_decode` (`frost.decode`, CUDA's default): a static KV cache of B*K rows (micro-batch*K) over the prompt
+      and move rounded up to 64 positions is kept for the run, so its capture can be replayed every step.
     """
     for name, value in (("lora_rank", lora_rank), ("K", K), ("L", L), ("prompt_tokens", prompt_tokens)):
         if value < 1:
@@ -411,6 +414,12 @@ def memory_plan(
     }
     if fsdp_shards > 1:
         persistent["fsdp_gathered_layers"] = 2 * shape.block_parameters() * d
+    if static_decode:
+        from frost.decode import cache_length
+
+        persistent["decode_static_cache"] = kv_cache_bytes(
+            shape, mb * K * cache_length(prompt_tokens, L), dtype_bytes=d
+        )
     sampled = mb * K * L * v * FP32  # the player's sampling distributions, kept from phase 1 to the loss
 
     def chunk(sequences: int) -> int:
@@ -514,6 +523,7 @@ def memory_plan(
         "expand_kv": expand_kv,
         "targets": tuple(targets),
         "fsdp_shards": fsdp_shards,
+        "static_decode": static_decode,
     }
     return MemoryPlan(
         shape=shape,

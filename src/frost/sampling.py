@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from frost.decode import cache_length, give_up_static, resolve_decode, static_decoder
 from frost.errors import ConfigError
 from frost.models import no_grad
 
@@ -170,9 +171,11 @@ def sample_moves_batch(
     forbidden: Sequence[torch.Tensor | None] | torch.Tensor | None = None,
     stop_ids: Sequence[int | None] | None = None,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    decode: str = "auto",
 ) -> list[SampledMoves]:
     """`num_moves` (K) move rows of `move_length` (L) slots after each of the B `prompts`: one prefill of all
-    prompts, their KV cache repeated K times, L decode steps over all B*K rows.
+    prompts, their KV cache repeated K times, L decode steps over all B*K rows (`decode`: how they run,
+    `frost.decode`; a static path that fails warns once and decodes eagerly with the same draws).
 
     `forbidden` gives each prompt's tokens that can never be sampled: [V] at every slot, or [L, V] per slot
     (`frost.moves.move_masks`); one tensor applies to every prompt. Without a stop id (`stop_ids[b]` None) every move
@@ -182,6 +185,33 @@ def sample_moves_batch(
     not on which prompts share the batch).
     """
     _check_sampling(num_moves, move_length, temperature)
+    device = model_device(model)
+    mode = resolve_decode(decode, model, device)
+    if mode != "eager":
+        gens = [generator] if isinstance(generator, torch.Generator) else list(generator or [])
+        states = [g.get_state() for g in gens]
+        try:
+            return _sample(model, prompts, num_moves, move_length, temperature, forbidden, stop_ids, generator, mode)
+        except ConfigError:
+            raise
+        except Exception as exc:  # an architecture or transformers version the static path does not support
+            give_up_static(model, mode, exc)
+            for g, state in zip(gens, states, strict=True):
+                g.set_state(state)
+    return _sample(model, prompts, num_moves, move_length, temperature, forbidden, stop_ids, generator, "eager")
+
+
+def _sample(
+    model: Any,
+    prompts: Sequence[Ids],
+    num_moves: int,
+    move_length: int,
+    temperature: float,
+    forbidden: Sequence[torch.Tensor | None] | torch.Tensor | None,
+    stop_ids: Sequence[int | None] | None,
+    generator: torch.Generator | Sequence[torch.Generator] | None,
+    mode: str,
+) -> list[SampledMoves]:
     device = model_device(model)
     batch = PromptBatch.build(prompts, device)
     from frost.models import check_fits_context
@@ -203,6 +233,12 @@ def sample_moves_batch(
         logits = out.logits[:, -1].repeat_interleave(k, 0)
         if k > 1:
             cache.batch_repeat_interleave(k)
+        static = None
+        if mode != "eager" and move_length > 1:
+            static = static_decoder(model, rows, cache_length(batch.ids.shape[1], move_length), mode == "graphs")
+            mask = None if batch.mask is None else batch.mask.repeat_interleave(k, 0)
+            static.load(cache, mask, torch.tensor(batch.lengths, device=device).repeat_interleave(k))
+            del cache, out  # the static cache holds the prompt now
         for j in range(move_length):
             slot_mask = None if masks is None else masks[:, j].repeat_interleave(k, 0)
             logprobs = sampling_distribution(logits, slot_mask, temperature)
@@ -211,7 +247,9 @@ def sample_moves_batch(
             token = torch.where(ended, stop_row, token)
             ended |= (token == stop_row) & (stop_row >= 0)
             moves[:, j] = token.squeeze(1)
-            if j + 1 < move_length:
+            if j + 1 < move_length and static is not None:
+                logits = static.step(token, j)
+            elif j + 1 < move_length:
                 step = batch.continuation(k, j + 1)
                 if step:
                     step["position_ids"] = step["position_ids"][:, -1:]

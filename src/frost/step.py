@@ -84,9 +84,10 @@ def shared_prefix_sampler(
     masks: Sequence[MoveMasks],
     temperature: float,
     generator: Generators,
+    decode: str = "auto",
 ) -> list[SampledMoves]:
     """K moves per text from one prefill of all the prompts and batched decoding
-    (`frost.sampling.sample_moves_batch`)."""
+    (`frost.sampling.sample_moves_batch`; `decode`: `frost.decode`)."""
     lengths = {inst.move_length for inst in insts}
     if len(lengths) != 1:
         raise ConfigError(f"texts sampled together need one move length; got {sorted(lengths)}")
@@ -99,6 +100,7 @@ def shared_prefix_sampler(
         forbidden=[m.sampling for m in masks],
         stop_ids=[inst.stop_id for inst in insts],
         generator=generator,
+        decode=decode,
     )
 
 

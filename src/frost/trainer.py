@@ -13,6 +13,7 @@ weights with the adapter switched off: no second copy is loaded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import shutil
@@ -28,6 +29,7 @@ import torch
 
 from frost import checkpoint, distributed, runlog
 from frost.config import Config
+from frost.decode import resolve_decode
 from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance, build_game, spec_to_yaml
 from frost.judge import Judge
@@ -130,6 +132,7 @@ def auto_micro_batch(config: Config, player: Any, inst: GameInstance, device: to
             shape, lora_rank=config.lora.rank, K=t.K, L=inst.move_length, prompt_tokens=len(inst.prompt_ids) + 16,
             judge_tokens=inst.max_judge_length, B=t.batch_size, D=config.budget, dtype_bytes=dtype_bytes,
             micro_batch=m, judge_batch_size=config.model.judge_batch_size, fsdp_shards=config.model.fsdp_shards,
+            static_decode=resolve_decode(config.model.decode, player, device) != "eager",
         )  # fmt: skip
         if plan.peak - plan.persistent["base_weights"] - plan.persistent["lora_params"] <= free:
             return m
@@ -221,7 +224,7 @@ class Trainer:
             rank_by=config.frost.rank_by, temperature=t.temperature, beta=t.beta,
             text_batch=t.micro_batch or auto_micro_batch(config, self.player, self.train_set[0], self.device),
         )  # fmt: skip
-        self.sampler = shared_prefix_sampler
+        self.sampler = functools.partial(shared_prefix_sampler, decode=m.decode)
         if resume:
             self.load_checkpoint()
         elif self.world.is_main:
