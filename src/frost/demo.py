@@ -1,9 +1,9 @@
 """`frost demo` / `make demo`: Frost-GRPO against GRPO at matched judge forwards, on the embedded model, on CPU.
 
 Three arms from `configs/`: GRPO K=8, Frost K=4 with the paper's `taylor-gated` rule, and Frost K=4 with our
-`full-gated` rule; each does 8 judge forward sequences per text and step. For every seed each arm trains from the same
-base model; the demo then prints a comparison of validation metrics and writes a Markdown table, a JSON summary and
-a `frost report` of the runs (figures and an HTML page).
+`judge-gated` rule (the best of the evidence experiment); each does 8 judge forward sequences per text and step.
+For every seed each arm trains from the same base model; the demo then prints a comparison of validation metrics
+and writes a Markdown table, a JSON summary and a `frost report` of the runs (figures and an HTML page).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from frost import runlog
 ARMS = (
     ("grpo-k8", "cpu-demo-grpo.yaml", "GRPO K=8"),
     ("frost-k4-taylor-gated", "cpu-demo-frost.yaml", "Frost K=4, taylor-gated (paper)"),
-    ("frost-k4-full-gated", "cpu-demo-frost-full.yaml", "Frost K=4, full-gated (ours)"),
+    ("frost-k4-judge-gated", "cpu-demo-frost-judge.yaml", "Frost K=4, judge-gated (ours)"),
 )
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 VAL_KEYS = {
