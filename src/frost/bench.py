@@ -23,8 +23,8 @@ from frost.frost import select_candidates
 from frost.games import GameInstance, build_game
 from frost.judge import Judge
 from frost.memplan import ModelShape
-from frost.models import LoadedModel, forbidden_token_mask
-from frost.sampling import cache_io, sample_moves
+from frost.models import LoadedModel, cache_io, forbidden_token_mask
+from frost.sampling import sample_moves
 
 
 @dataclass

@@ -74,7 +74,7 @@ class StaticDecoder:
     def __init__(self, model: Any, rows: int, length: int, captured: bool) -> None:
         from transformers import StaticCache
 
-        from frost.sampling import cache_io, model_device
+        from frost.models import cache_io, model_device
 
         config = model.config
         attention = getattr(config, "_attn_implementation", None)

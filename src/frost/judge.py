@@ -30,9 +30,9 @@ import torch
 
 from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance
-from frost.models import causal_lm_logits, check_fits_context, no_grad
+from frost.models import cache_io, causal_lm_logits, check_fits_context, no_grad
 from frost.moves import content_lengths, content_mask
-from frost.sampling import PromptBatch, cache_io
+from frost.sampling import PromptBatch
 
 TaylorMode = Literal["first-order", "full"]
 TAYLOR_MODES: tuple[str, ...] = ("first-order", "full")

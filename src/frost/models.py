@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import os
 import shutil
 import socket
@@ -243,6 +244,18 @@ def forbidden_token_mask(tokenizer: Any, vocab_size: int, device: torch.device |
     if n_tokens < vocab_size:
         mask[n_tokens:] = True
     return mask.to(device)
+
+
+def cache_io(model: Any) -> tuple[str, str]:
+    """(forward keyword, output attribute) of the KV cache: `cache` in recent transformers, else `past_key_values`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(type(base).forward).parameters
+    return ("cache", "cache") if "cache" in params else ("past_key_values", "past_key_values")
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of a model's input embeddings."""
+    return model.get_input_embeddings().weight.device
 
 
 SHARDED_FLAG = "frost_fsdp_sharded"

@@ -10,7 +10,6 @@ the temperature) are returned, so Frost's probability gate needs no second playe
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ import torch
 
 from frost.decode import cache_length, give_up_static, resolve_decode, static_decoder
 from frost.errors import ConfigError
-from frost.models import no_grad
+from frost.models import cache_io, model_device, no_grad
 
 Ids = Sequence[int] | torch.Tensor
 """A prompt's token ids."""
@@ -56,18 +55,6 @@ def sampling_distribution(logits: torch.Tensor, forbidden: torch.Tensor | None, 
     if forbidden is not None:
         logits = logits.masked_fill(forbidden, float("-inf"))
     return torch.log_softmax(logits / temperature, dim=-1)
-
-
-def cache_io(model: Any) -> tuple[str, str]:
-    """(forward keyword, output attribute) of the KV cache: `cache` in recent transformers, else `past_key_values`."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = inspect.signature(type(base).forward).parameters
-    return ("cache", "cache") if "cache" in params else ("past_key_values", "past_key_values")
-
-
-def model_device(model: Any) -> torch.device:
-    """The device of a model's input embeddings."""
-    return model.get_input_embeddings().weight.device
 
 
 @dataclass
