@@ -145,3 +145,56 @@ def test_training_with_the_static_decode_equals_eager(tmp_path):
         for key in ("reward_mean", "loss", "kl", "val/best_of_2"):
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-5), key
+
+
+def replaying_stand_in(step, rewind, noise: float = 0.0):
+    """A CUDA graph's stand-in on the CPU: 'capturing' runs the step once, each replay runs it again into the same
+    output tensor (plus `noise`, to play a capture that went wrong)."""
+    out = step()
+
+    def replay() -> None:
+        out.copy_(step() + noise)
+
+    return replay, out
+
+
+def captured_sample(player, monkeypatch, noise: float = 0.0):
+    """Sample as `graphs` does on CUDA, with the stand-in capture."""
+    import frost.sampling
+
+    real_init = StaticDecoder.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.capture = lambda step, rewind: replaying_stand_in(step, rewind, noise)
+
+    monkeypatch.setattr(StaticDecoder, "__init__", init)
+    real_resolve = frost.sampling.resolve_decode
+    monkeypatch.setattr(frost.sampling, "resolve_decode",
+                        lambda mode, model, device: "graphs" if real_resolve("static", model, device) == "static"
+                        else "eager")  # fmt: skip
+    got = sample(player, "graphs")
+    decoders = list(getattr(player, "frost_static_decoders", {}).values())
+    return got, decoders
+
+
+def test_the_captured_path_rewinds_the_cache_and_replays_every_step(monkeypatch):
+    """What `graphs` does around the capture (warm-up, check against the eager step, rewinds, replays), with the
+    graph played by a stand-in: the same moves as eager decoding, step after step and call after call."""
+    player = lora(make_tiny_llama())
+    want = sample(player, "eager")
+    got, decoders = captured_sample(player, monkeypatch)
+    assert len(decoders) == 1 and decoders[0].captured and decoders[0].replay is not None
+    assert_same(want, got)
+    replay = decoders[0].replay
+    assert_same(want, sample(player, "graphs"))  # the next call replays the same capture
+    assert decoders[0].replay is replay
+
+
+def test_a_capture_that_disagrees_with_the_eager_step_falls_back(monkeypatch):
+    player = lora(make_tiny_llama())
+    want = sample(player, "eager")
+    with pytest.warns(UserWarning, match="differ from the eager step"):
+        got, _ = captured_sample(player, monkeypatch, noise=0.5)
+    assert_same(want, got)
+    assert resolve_decode("static", player, torch.device("cpu")) == "eager"  # eager from now on

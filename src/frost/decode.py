@@ -21,6 +21,7 @@ and decodes eagerly from then on, with the same random draws.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -91,7 +92,9 @@ class StaticDecoder:
         self.position = torch.zeros(rows, 1, dtype=torch.long, device=device)
         self.start = torch.zeros(rows, 1, dtype=torch.long, device=device)
         self.kv_index = torch.arange(length, device=device).view(1, -1)
-        self.graph: Any = None
+        self.capture: Callable[[Callable[[], torch.Tensor], Callable[[], None]], Captured] = cuda_graph
+        """How a step is captured (tests put a stand-in here to check the bookkeeping on the CPU)."""
+        self.replay: Callable[[], None] | None = None
         self.out: torch.Tensor | None = None
         self.dtype = model.get_input_embeddings().weight.dtype
 
@@ -117,28 +120,18 @@ class StaticDecoder:
             layer.cumulative_length.copy_(n)
 
     def _capture(self) -> None:
-        """Capture one step in a CUDA graph (after warm-up passes on a side stream), then check that replaying it
-        gives the eager step's logits; every pass is rewound, so the cache is as before."""
+        """Capture one step (`self.capture`, a CUDA graph), then check that replaying it gives the eager step's
+        logits; every pass is rewound, so the cache is as before."""
         before = self._lengths()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._forward()
-                self._rewind(before)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = self._forward()
+        replay, out = self.capture(self._forward, lambda: self._rewind(before))
         self._rewind(before)
         eager = self._forward().float()
         self._rewind(before)
-        graph.replay()
-        if not torch.allclose(out.float(), eager, rtol=1e-3, atol=1e-3):
-            self._rewind(before)
-            raise RuntimeError("the replayed CUDA graph's logits differ from the eager step's")
+        replay()
         self._rewind(before)
-        self.graph, self.out = graph, out
+        if not torch.allclose(out.float(), eager, rtol=1e-3, atol=1e-3):
+            raise RuntimeError("the replayed CUDA graph's logits differ from the eager step's")
+        self.replay, self.out = replay, out
 
     def load(self, prefix: Any, mask: torch.Tensor | None, lengths: torch.Tensor) -> None:
         """Copy a prefilled (dynamic) cache of `rows` rows into the static one; `mask` [rows, P] its padding (None
@@ -166,11 +159,31 @@ class StaticDecoder:
         torch.add(self.start, slot, out=self.position)
         if not self.captured:
             return self._forward().clone()
-        if self.graph is None:
+        if self.replay is None:
             self._capture()
-        self.graph.replay()
-        assert self.out is not None
+        assert self.replay is not None and self.out is not None
+        self.replay()
         return self.out.clone()
+
+
+Captured = tuple[Callable[[], None], torch.Tensor]
+"""(replay, the output tensor each replay rewrites)."""
+
+
+def cuda_graph(step: Callable[[], torch.Tensor], rewind: Callable[[], None]) -> Captured:
+    """Capture `step` in a CUDA graph after two warm-up runs on a side stream (each followed by `rewind`, which undoes
+    what a step wrote); capturing records the kernels without running them."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step()
+            rewind()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    return graph.replay, out
 
 
 def _adapter_state(model: Any) -> tuple[Any, ...]:
