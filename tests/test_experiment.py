@@ -188,3 +188,32 @@ def test_a_missing_experiment_file_is_one_line(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(Exception, match="does not exist"):
         load_experiment(tmp_path / "none.yaml")
+
+
+def _fake_run(run_dir: Path, fwd_per_step: int, best: dict[int, list[float]]) -> None:
+    """A run folder with 4 training steps of `fwd_per_step` judge forwards, validated at steps 0, 2 and 4 on two
+    texts whose best rewards are `best[step]`."""
+    run_dir.mkdir(parents=True)
+    rows = [{"step": s, "reward_mean": 0.0, "judge_fwd_seqs": fwd_per_step, "time/step_s": 1.0} for s in (1, 2, 3, 4)]
+    rows += [{"step": s, "val/reward_mean": 0.0, "val/best_of_2": max(b)} for s, b in best.items()]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = [{"step": s, "doc": f"doc{i}", "moves": [{"text": "x", "reward": r}]} for s, b in best.items()
+               for i, r in enumerate(b)]  # fmt: skip
+    (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
+
+
+def test_paired_at_matched_judge_forwards_takes_the_arm_where_it_had_spent_as_much(tmp_path):
+    from frost.experiment import Arm, Experiment, paired
+
+    # the reference spends 10 judge forwards a step (40 by step 4), the arm 20 (40 by step 2)
+    _fake_run(tmp_path / "runs" / "ref-seed0", 10, {0: [-9.0, -9.0], 2: [-8.0, -8.0], 4: [-5.0, -6.0]})
+    _fake_run(tmp_path / "runs" / "arm-seed0", 20, {0: [-9.0, -9.0], 2: [-4.0, -7.0], 4: [-1.0, -1.0]})
+    experiment = Experiment(out=tmp_path, seeds=[0], arms=[Arm("ref", None), Arm("arm", None)], reference="ref")
+    by_step = paired(experiment, experiment.arms[1])
+    assert by_step is not None and by_step["steps"] == [4] and by_step["mean"] == pytest.approx((4 + 5) / 2)
+    matched = paired(experiment, experiment.arms[1], matched="judge_fwd")
+    assert matched is not None
+    assert matched["steps"] == [2] and matched["judge_fwd"] == [40]
+    assert matched["reference_steps"] == [4] and matched["reference_judge_fwd"] == [40]
+    # per text: (-4) - (-5) = +1, (-7) - (-6) = -1
+    assert matched["mean"] == pytest.approx(0.0) and (matched["wins"], matched["losses"]) == (1, 1)

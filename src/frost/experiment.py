@@ -215,29 +215,53 @@ def best_by_text(run_dir: Path, step: int) -> dict[str, float]:
     return out
 
 
-def paired(experiment: Experiment, arm: Arm) -> dict[str, Any] | None:
-    """Best-of-N of `arm` minus the reference's, per validation text and seed, at their last common validation
-    step."""
+def _judge_fwd_at(run_dir: Path) -> dict[int, int]:
+    """Judge forward sequences spent up to each validation step of a run."""
+    train, val = _records(run_dir)
+    return {int(v["step"]): sum(r["judge_fwd_seqs"] for r in train if r["step"] <= v["step"]) for v in val}
+
+
+def paired(experiment: Experiment, arm: Arm, matched: str = "step") -> dict[str, Any] | None:
+    """Best-of-N of `arm` minus the reference's, per validation text and seed: at their last common validation step
+    (`matched="step"`), or (`matched="judge_fwd"`, the paper's x axis) the reference at its last validation step and
+    the arm at its last validation step that spent no more judge forward sequences than the reference had."""
     if experiment.reference is None or arm.name == experiment.reference:
         return None
     ref = next(a for a in experiment.arms if a.name == experiment.reference)
     diffs: list[float] = []
-    steps = []
+    steps, ref_steps, fwd, ref_fwd = [], [], [], []
     for seed in sorted(set(arm.seeds or experiment.seeds) & set(ref.seeds or experiment.seeds)):
         a_dir = experiment.out / "runs" / f"{arm.name}-seed{seed}"
         r_dir = experiment.out / "runs" / f"{ref.name}-seed{seed}"
-        common = {v["step"] for v in _records(a_dir)[1]} & {v["step"] for v in _records(r_dir)[1]}
-        if not common:
-            continue
-        step = max(common)
+        a_fwd, r_fwd = _judge_fwd_at(a_dir), _judge_fwd_at(r_dir)
+        if matched == "judge_fwd":
+            if not r_fwd or not a_fwd:
+                continue
+            r_step = max(r_fwd)
+            within = [s for s, n in a_fwd.items() if n <= r_fwd[r_step]]
+            if not within:
+                continue
+            step = max(within)
+        else:
+            common = a_fwd.keys() & r_fwd.keys()
+            if not common:
+                continue
+            step = r_step = max(common)
         steps.append(step)
-        mine, theirs = best_by_text(a_dir, step), best_by_text(r_dir, step)
+        ref_steps.append(r_step)
+        fwd.append(a_fwd[step])
+        ref_fwd.append(r_fwd[r_step])
+        mine, theirs = best_by_text(a_dir, step), best_by_text(r_dir, r_step)
         diffs += [mine[d] - theirs[d] for d in sorted(mine.keys() & theirs.keys())]
     if not diffs:
         return None
     return {
         "against": ref.name,
+        "matched": matched,
         "steps": steps,
+        "reference_steps": ref_steps,
+        "judge_fwd": fwd,
+        "reference_judge_fwd": ref_fwd,
         **mean_ci(diffs),
         "wins": sum(d > 0 for d in diffs),
         "losses": sum(d < 0 for d in diffs),
@@ -288,6 +312,7 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
             "runs": runs,
             "curves": {s: {k: mean_ci(v) for k, v in c.items()} for s, c in sorted(curves.items())},
             "paired": paired(experiment, arm),
+            "paired_at_judge_fwd": paired(experiment, arm, matched="judge_fwd"),
         }
     return {"reference": experiment.reference, "arms": arms}
 
@@ -314,13 +339,34 @@ def markdown(summary: dict[str, Any]) -> str:
     pairs = [(n, a["paired"]) for n, a in summary["arms"].items() if a["paired"]]
     if pairs:
         lines += ["", "Paired best-of-N per validation text (arm minus reference, same text and seed):", ""]
-        lines += ["| arm | against | pairs | mean difference +- SE | wins / losses / ties |", "|---|---|---:|---|---|"]
-        for name, p in pairs:
-            lines.append(
-                f"| {name} | {p['against']} | {p['n']} | {p['mean']:+.2f} +- {p['se']:.2f} "
-                f"| {p['wins']} / {p['losses']} / {p['ties']} |"
-            )
+        lines += _paired_table(pairs)
+    matched = [(n, a.get("paired_at_judge_fwd")) for n, a in summary["arms"].items() if a.get("paired_at_judge_fwd")]
+    if matched:
+        lines += [
+            "",
+            "The same at matched judge forwards (the reference at its last validation step; the arm at its last "
+            "validation step that spent no more judge forward sequences):",
+            "",
+        ]
+        lines += _paired_table(matched)
     return "\n".join(lines)
+
+
+def _paired_table(pairs: list[tuple[str, Any]]) -> list[str]:
+    lines = [
+        "| arm | against | arm steps (judge fwd) | reference steps (judge fwd) | pairs | mean difference +- SE "
+        "| wins / losses / ties |",
+        "|---|---|---|---|---:|---|---|",
+    ]
+    for name, p in pairs:
+        mine = ", ".join(f"{s} ({n})" for s, n in zip(p["steps"], p.get("judge_fwd", []), strict=False))
+        theirs = ", ".join(f"{s} ({n})" for s, n in zip(p.get("reference_steps", []), p.get("reference_judge_fwd", []),
+                                                       strict=False))  # fmt: skip
+        lines.append(
+            f"| {name} | {p['against']} | {mine} | {theirs} | {p['n']} | {p['mean']:+.2f} +- {p['se']:.2f} "
+            f"| {p['wins']} / {p['losses']} / {p['ties']} |"
+        )
+    return lines
 
 
 def write_summary(experiment: Experiment) -> dict[str, Any]:
