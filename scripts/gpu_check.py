@@ -22,6 +22,7 @@ Writes one JSON object (`--out`) and prints Markdown tables. Random weights: tim
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import os
@@ -109,6 +110,9 @@ def step_bench(args: argparse.Namespace) -> dict[str, Any]:
     base = load_model(args.shape, device=args.device, dtype=args.dtype, random_weights=True)
     load_s = time.perf_counter() - t0
     decode = decode_check(args, base) if not args.no_decode else None
+    gc.collect()  # the check's adapter and kept decoders (with their graphs' memory) go before the step bench
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
     overrides = {
         "lora": {"rank": args.lora_rank, "alpha": args.lora_rank},
         "model": {"judge_batch_size": args.judge_batch_size},
