@@ -122,6 +122,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("data inspect: file missing", ["data", "inspect", "missing.jsonl"], "missing.jsonl"),
     ("data inspect: empty file", ["data", "inspect", "{empty.jsonl}"], "is empty"),
     ("bench: unknown shape", ["bench", "--only", "core", "--model", "qwen9-shape", "--repeats", "1"], "qwen9-shape"),
+    ("bench: FSDP outside the step bench", ["bench", "--only", "core", "--fsdp-shards", "2"], "--fsdp-shards"),
     ("bench: unknown rule", ["bench", "--only", "steps", "--rules", "nope"], "frost.rule"),
     ("report: run that is not there", ["report", "nowhere"], "nowhere"),
     ("experiment: file missing", ["experiment", "missing.yaml"], "does not exist"),

@@ -110,3 +110,30 @@ def test_ranks_of_a_group_that_played_differently_stop_the_run():
     for rank, agreed, message in out:
         assert agreed == 1  # one record per group when the ranks agree
         assert message.startswith("rank 1 and rank 0 share one copy of the base"), (rank, message)
+
+
+def test_the_step_bench_shards_the_base_under_torchrun(tmp_path):
+    """`frost bench --only steps --fsdp-shards 2` under torchrun: every arm runs on a freshly sharded base and does
+    the work of a one-process bench (the same judge forwards)."""
+    import json
+    import subprocess
+    import sys
+
+    from test_distributed import ROOT
+
+    bench = ["-m", "frost.cli", "bench", "--only", "steps", "--model", "qwen3-tiny-shape", "--device", "cpu",
+             "--K", "2", "--L", "3", "--B", "3", "--repeats", "1", "--rules", "taylor-gated", "--no-naive",
+             "--threads", "1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    sharded = [*bench, "--fsdp-shards", "2", "--out", str(tmp_path / "B.md"), "--json", str(tmp_path / "b.json")]
+    proc = subprocess.run([*launcher, *sharded], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = [sys.executable, *bench, "--out", str(tmp_path / "ONE.md"), "--json", str(tmp_path / "one.json")]
+    proc = subprocess.run(single, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (steps,) = json.loads((tmp_path / "b.json").read_text())["steps"]
+    (one,) = json.loads((tmp_path / "one.json").read_text())["steps"]
+    assert steps["fsdp_shards"] == 2 and steps["world_size"] == 2 and len(steps["arms"]) == 3
+    assert [a["judge_fwd_seqs"] for a in steps["arms"]] == [a["judge_fwd_seqs"] for a in one["arms"]]
+    assert [a["judge_bwd_seqs"] for a in steps["arms"]] == [a["judge_bwd_seqs"] for a in one["arms"]]

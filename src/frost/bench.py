@@ -377,6 +377,7 @@ def bench_training(
     game: str = "infilling",
     game_params: dict[str, Any] | None = None,
     random_weights: bool = False,
+    fsdp_shards: int = 1,
 ) -> dict[str, Any]:
     """Per-phase wall time of training steps per arm, measured side by side in one process on one copy of the base
     model: the median and spread over `steps` timed steps after one warm-up step, tokens per second, peak memory,
@@ -387,6 +388,9 @@ def bench_training(
 
     Under torchrun the B texts of each step are sharded across the ranks as in training: step times and phases
     are rank 0's, tokens and FLOPs are the whole step's, and the matmul peak is one device's times the world size.
+    `fsdp_shards` > 1 shards the base's layers over groups of that many ranks (`frost.fsdp`), a fresh base per arm
+    (built or loaded again: a sharded base takes one adapter); the ranks of a group do the same work, which the
+    fraction of the matmul peak (over every rank) shows.
     """
     import tempfile
 
@@ -396,9 +400,20 @@ def bench_training(
     from frost.trainer import PHASES, Trainer
 
     arms = list(arms) if arms is not None else default_arms(K)
-    world = distributed.init_world(device)
-    if base is None:
-        where = distributed.rank_device(device, world)
+    world = distributed.init_world(device, shard_size=fsdp_shards)
+    where = distributed.rank_device(device, world)
+
+    def host_base() -> LoadedModel:
+        """A fresh base in host memory for an arm to shard onto the device (a sharded base takes one adapter)."""
+        from frost.models import resolve_device, resolve_dtype
+
+        at = resolve_device(where)
+        loaded = load_model(model, device="cpu", dtype=resolve_dtype(dtype, at), random_weights=random_weights)
+        return dataclasses.replace(loaded, device=at)
+
+    if fsdp_shards > 1:
+        base = host_base()
+    elif base is None:
         base = load_model(model, device=where, dtype=dtype, random_weights=random_weights)
     shape = ModelShape.from_config(base.model.config)
     peak_flops = matmul_peak_flops(base.device, base.dtype)
@@ -411,12 +426,19 @@ def bench_training(
         "steps_timed": steps,
         "matmul_peak_flops": peak_flops,
         "world_size": world.size,
+        "fsdp_shards": fsdp_shards,
         "arms": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
         for n, arm in enumerate(arms):
             sections: dict[str, dict[str, Any]] = {
-                "model": {"name": model, "device": device, "dtype": dtype, "random_weights": random_weights},
+                "model": {
+                    "name": model,
+                    "device": device,
+                    "dtype": dtype,
+                    "random_weights": random_weights,
+                    "fsdp_shards": fsdp_shards,
+                },
                 "game": {"kind": game, "move_length": L, **(game_params or {})},
                 "frost": {"rule": arm.rule},
                 "optim": {"lr": 1e-4},
@@ -443,8 +465,13 @@ def bench_training(
             peak = peak_memory_bytes(base.device)
             decode = resolve_decode(trainer.config.model.decode, trainer.player, base.device)
             inst, micro_batch = trainer.train_set[0], trainer.settings.text_batch
-            base = dataclasses.replace(base, model=trainer.player.unload())  # the base without this arm's LoRA
-            del trainer, step
+            if fsdp_shards > 1:
+                del trainer, step
+                gc.collect()
+                base = host_base()
+            else:
+                base = dataclasses.replace(base, model=trainer.player.unload())  # the base without this arm's LoRA
+                del trainer, step
             gc.collect()  # the arm's adapter, optimizer and kept decode caches go now, not at some later collection
             step_s = [r["time/step_s"] for r in records]
             median = statistics.median(step_s)

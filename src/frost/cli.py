@@ -187,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--core-K", type=int, default=8, help="moves per prompt of the core-operation bench")
     p.add_argument("--D", type=int, default=64, help="candidates of the core bench's top-D and exact scoring")
     p.add_argument("--only", choices=["all", "core", "steps", "memory-plan"], default="all", help="which sections")
+    p.add_argument(
+        "--fsdp-shards",
+        type=int,
+        default=1,
+        help="model.fsdp_shards of the step bench under torchrun (FSDP2 groups of this many ranks)",
+    )
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="Markdown file to update")
     p.add_argument("--json", type=Path, help="also write the results as one JSON object here")
     _add_model_args(p)
@@ -601,6 +607,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     world = distributed.world_from_env()
     if world.active and args.only != "steps":
         raise ConfigError("--only: under torchrun frost bench times training steps only; add --only steps")
+    if args.fsdp_shards < 1:
+        raise ConfigError(f"--fsdp-shards must be >= 1, got {args.fsdp_shards}")
+    if args.fsdp_shards > 1 and args.only != "steps":
+        raise ConfigError("--fsdp-shards: only the step bench shards the base; add --only steps")
     _setup_torch(args)
     try:
         return _bench(args, rules, world)
@@ -635,7 +645,7 @@ def _bench(args: argparse.Namespace, rules: list[str], world: Any) -> int:
                     steps = bench_training(
                         args.model, K=k, L=length, batch_size=b, steps=args.repeats,
                         arms=default_arms(k, rules, naive=not args.no_naive), device=args.device, dtype=args.dtype,
-                        game=args.game, random_weights=args.random_weights,
+                        game=args.game, random_weights=args.random_weights, fsdp_shards=args.fsdp_shards,
                     )  # fmt: skip
                     result["steps"].append(steps)
                     sections.append(training_markdown(steps))

@@ -44,7 +44,7 @@ def shard_frozen_base(model: Any, world: World, device: torch.device) -> None:
     The decoder itself becomes the FSDP root (it owns no sharded weight), so a forward through it, from the player,
     the judge or the reference, frees each layer's gathered weights right after using them."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import FSDPModule, fully_shard
 
     layers = decoder_layers(model)
     if device.type == "cuda":  # as frost.models.load_model does for a model loaded onto the GPU
@@ -61,6 +61,8 @@ def shard_frozen_base(model: Any, world: World, device: torch.device) -> None:
         for module in model.modules():
             for name, buffer in module.named_buffers(recurse=False):
                 module._buffers[name] = buffer.to(device)
+    if any(isinstance(layer, FSDPModule) for layer in layers):
+        raise ConfigError("model.fsdp_shards: this base is sharded already; load it again for another adapter")
     mesh = init_device_mesh(device.type, (world.replicas, world.shard_size), mesh_dim_names=("replicate", "shard"))[
         "shard"
     ]
