@@ -318,11 +318,12 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """Final validation per arm (mean +- 95% CI over seeds), paired differences, cost."""
+    """Final validation per arm (mean +- 95% CI over seeds; the peak: the validation step with the best mean
+    best-of-N over seeds), paired differences, cost."""
     lines = [
-        "| arm | seeds | steps | val best-of-N (last step) | val mean reward | token entropy | zero-variance groups "
-        "| judge fwd seqs per run | wall s per run |",
-        "|---|---:|---:|---|---|---:|---:|---:|---:|",
+        "| arm | seeds | steps | val best-of-N (last step) | peak best-of-N (step) | val mean reward | token entropy "
+        "| zero-variance groups | judge fwd seqs per run | wall s per run |",
+        "|---|---:|---:|---|---|---|---:|---:|---:|---:|",
     ]
     for name, arm in summary["arms"].items():
         if not arm["curves"]:
@@ -330,8 +331,10 @@ def markdown(summary: dict[str, Any]) -> str:
         last = max(arm["curves"])
         c = arm["curves"][last]
         runs = arm["runs"]
+        peak = max(arm["curves"], key=lambda s: arm["curves"][s]["best"]["mean"])
         lines.append(
             f"| {name} | {c['best']['n']} | {last} | {c['best']['mean']:.2f} +- {c['best']['ci95']:.2f} "
+            f"| {arm['curves'][peak]['best']['mean']:.2f} ({peak}) "
             f"| {c['mean']['mean']:.2f} +- {c['mean']['ci95']:.2f} | {c['entropy']['mean']:.3f} "
             f"| {c['zero']['mean']:.2f} | {statistics.fmean(r['judge_fwd_seqs'] for r in runs):.0f} "
             f"| {statistics.fmean(r['wall_s'] for r in runs):.0f} |"
