@@ -63,6 +63,14 @@ def test_two_ranks_sharing_one_base_equal_one_rank_and_resume_unsharded(one_rank
     assert_same_weights(adapter(run, 3), adapter(one_rank, 3))
 
 
+def test_an_unsharded_checkpoint_resumes_on_a_sharded_group(one_rank, tmp_path):
+    run = tmp_path / "unsharded-first"
+    train(run, 2, 1, *FROST)
+    train(run, 3, 2, *FROST, *SHARDED, "--resume")
+    assert_same_weights(adapter(run, 3), adapter(one_rank, 3))
+    assert [m["step"] for m in metrics(run) if "reward_mean" in m] == [1, 2, 3]
+
+
 def test_two_groups_of_two_ranks_equal_one_rank(one_rank, tmp_path):
     run = tmp_path / "replicas"
     train(run, 2, 4, *FROST, *SHARDED)
