@@ -145,3 +145,14 @@ def test_the_step_bench_shards_the_base_under_torchrun(tmp_path):
     assert steps["fsdp_shards"] == 2 and steps["world_size"] == 2 and len(steps["arms"]) == 3
     assert [a["judge_fwd_seqs"] for a in steps["arms"]] == [a["judge_fwd_seqs"] for a in one["arms"]]
     assert [a["judge_bwd_seqs"] for a in steps["arms"]] == [a["judge_bwd_seqs"] for a in one["arms"]]
+
+
+def test_a_model_without_decoder_layers_cannot_be_sharded():
+    from frost.errors import ConfigError
+    from frost.fsdp import decoder_layers
+
+    with pytest.raises(ConfigError, match=r"model\.fsdp_shards: Linear has no decoder"):
+        decoder_layers(torch.nn.Linear(2, 2))
+    from conftest import make_tiny_llama
+
+    assert len(decoder_layers(make_tiny_llama())) == make_tiny_llama().config.num_hidden_layers
