@@ -465,14 +465,12 @@ def bench_training(
             peak = peak_memory_bytes(base.device)
             decode = resolve_decode(trainer.config.model.decode, trainer.player, base.device)
             inst, micro_batch = trainer.train_set[0], trainer.settings.text_batch
-            if fsdp_shards > 1:
-                del trainer, step
-                gc.collect()
-                base = host_base()
-            else:
+            if fsdp_shards == 1:
                 base = dataclasses.replace(base, model=trainer.player.unload())  # the base without this arm's LoRA
-                del trainer, step
+            del trainer, step
             gc.collect()  # the arm's adapter, optimizer and kept decode caches go now, not at some later collection
+            if fsdp_shards > 1:
+                base = host_base()
             step_s = [r["time/step_s"] for r in records]
             median = statistics.median(step_s)
             fwd, bwd = records[0]["judge_fwd_seqs"], records[0]["judge_bwd_seqs"]

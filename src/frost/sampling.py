@@ -18,7 +18,7 @@ import torch
 
 from frost.decode import cache_length, give_up_static, resolve_decode, static_decoder
 from frost.errors import ConfigError
-from frost.models import cache_io, model_device, no_grad
+from frost.models import cache_io, check_fits_context, model_device, no_grad
 
 Ids = Sequence[int] | torch.Tensor
 """A prompt's token ids."""
@@ -201,8 +201,6 @@ def _sample(
 ) -> list[SampledMoves]:
     device = model_device(model)
     batch = PromptBatch.build(prompts, device)
-    from frost.models import check_fits_context
-
     check_fits_context(model, batch.ids.shape[1] + move_length, "the player's prompt and move")
     n_prompts, k, rows = len(prompts), num_moves, len(prompts) * num_moves
     masks = _row_masks(forbidden, n_prompts, move_length, device)

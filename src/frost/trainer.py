@@ -173,9 +173,11 @@ class Trainer:
         except ValueError as exc:
             raise ConfigError(f"lora.target_modules: {str(exc).splitlines()[0]}") from exc
         if sharded:
-            from frost.fsdp import shard_frozen_base
+            from frost.fsdp import shard_frozen_base, sharded_bytes
 
             shard_frozen_base(self.player, self.world, self.device)
+        self._fsdp_bytes = sharded_bytes(self.player) if sharded else None
+        """(this rank's layer bytes, the layers' whole bytes) under FSDP, logged every step."""
         self.player.eval()  # no dropout in sampling; LoRA dropout applies only in the loss pass
         if config.model.judge is None:
             self.judge = Judge(
@@ -364,10 +366,8 @@ class Trainer:
         metrics["train/skipped_steps"] = self.skipped_steps
         if self.world.active:
             metrics["world_size"] = self.world.size
-        if self.world.shard_size > 1:
-            from frost.fsdp import sharded_bytes
-
-            held, whole = sharded_bytes(self.player)
+        if self._fsdp_bytes is not None:
+            held, whole = self._fsdp_bytes
             metrics["fsdp/shards"] = self.world.shard_size
             metrics["fsdp/layer_bytes_per_rank"] = held
             metrics["fsdp/layer_bytes"] = whole
