@@ -195,7 +195,8 @@ def _fake_run(run_dir: Path, fwd_per_step: int, best: dict[int, list[float]]) ->
     texts whose best rewards are `best[step]`."""
     run_dir.mkdir(parents=True)
     rows = [{"step": s, "reward_mean": 0.0, "judge_fwd_seqs": fwd_per_step, "time/step_s": 1.0} for s in (1, 2, 3, 4)]
-    rows += [{"step": s, "val/reward_mean": 0.0, "val/best_of_2": max(b)} for s, b in best.items()]
+    val = {"val/reward_mean": 0.0, "val/token_entropy": 0.1, "val/score_var": 0.0, "val/frac_zero_var": 0.0}
+    rows += [{"step": s, **val, "val/best_of_2": max(b)} for s, b in best.items()]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     samples = [{"step": s, "doc": f"doc{i}", "moves": [{"text": "x", "reward": r}]} for s, b in best.items()
                for i, r in enumerate(b)]  # fmt: skip
@@ -217,3 +218,24 @@ def test_paired_at_matched_judge_forwards_takes_the_arm_where_it_had_spent_as_mu
     assert matched["reference_steps"] == [4] and matched["reference_judge_fwd"] == [40]
     # per text: (-4) - (-5) = +1, (-7) - (-6) = -1
     assert matched["mean"] == pytest.approx(0.0) and (matched["wins"], matched["losses"]) == (1, 1)
+
+
+def test_unfinished_runs_are_listed_not_counted(tmp_path):
+    from frost.experiment import Arm, Experiment, markdown, summarize
+
+    _fake_run(tmp_path / "runs" / "ref-seed0", 10, {0: [-9.0, -9.0], 4: [-5.0, -6.0]})
+    _fake_run(tmp_path / "runs" / "ref-seed1", 10, {0: [-9.0, -9.0], 4: [-5.0, -6.0]})
+    _fake_run(tmp_path / "runs" / "arm-seed0", 10, {0: [-9.0, -9.0], 4: [-1.0, -1.0]})
+    _fake_run(tmp_path / "runs" / "arm-seed1", 10, {0: [-9.0, -9.0]})  # a run still at its start
+    events = [("ref", 0, "done", 4), ("arm", 0, "done", 4), ("ref", 1, "done", 4), ("arm", 1, "start", 0)]
+    (tmp_path / "progress.jsonl").write_text(
+        "".join(json.dumps({"arm": a, "seed": s, "event": e, "step": n}) + "\n" for a, s, e, n in events)
+    )
+    experiment = Experiment(out=tmp_path, seeds=[0, 1], arms=[Arm("ref", None), Arm("arm", None)], reference="ref")
+    summary = summarize(experiment)
+    arm = summary["arms"]["arm"]
+    assert [r["seed"] for r in arm["runs"]] == [0] and arm["curves"][0]["best"]["n"] == 1
+    assert arm["paired"]["steps"] == [4] and arm["paired"]["n"] == 2  # seed 0 only: (-1) - (-5), (-1) - (-6)
+    assert arm["paired"]["mean"] == pytest.approx(4.5)
+    assert summary["in_progress"] == [{"arm": "arm", "seed": 1, "step": 0}]
+    assert "Unfinished runs, not counted above or below: arm seed 1 (step 0)." in markdown(summary)

@@ -18,7 +18,8 @@ loses at most the step in progress. Each step is appended to `OUT/progress.jsonl
 `OUT/summary.json` and `OUT/summary.md` are rewritten: per arm and validation step, the mean over seeds of
 best-of-8 and mean reward with a 95% confidence interval (Student t over seeds); per arm against the reference, the
 paired difference of best-of-8 per validation text at the last common validation step (same text, same seed), mean
-+- standard error and the number of texts won, lost and tied; judge forward sequences and wall time per run.
++- standard error and the number of texts won, lost and tied; judge forward sequences and wall time per run. Only
+finished runs count; unfinished ones (the last event of the run in `progress.jsonl` is not "done") are listed apart.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,7 +201,7 @@ def mean_ci(values: list[float]) -> dict[str, float]:
     """Mean, standard error and the half-width of a 95% Student t interval (NaN with fewer than 2 values)."""
     n = len(values)
     mean = statistics.fmean(values) if values else float("nan")
-    if n < 2:
+    if n < 2 or any(math.isnan(v) for v in values):  # a metric some run did not log: no interval
         return {"mean": mean, "se": float("nan"), "ci95": float("nan"), "n": n}
     se = statistics.stdev(values) / math.sqrt(n)
     t = T_975[n - 2] if n - 1 <= len(T_975) else 1.96
@@ -221,16 +223,33 @@ def _judge_fwd_at(run_dir: Path) -> dict[int, int]:
     return {int(v["step"]): sum(r["judge_fwd_seqs"] for r in train if r["step"] <= v["step"]) for v in val}
 
 
-def paired(experiment: Experiment, arm: Arm, matched: str = "step") -> dict[str, Any] | None:
+def unfinished_runs(experiment: Experiment) -> dict[tuple[str, int], int]:
+    """Runs started but not finished, from `progress.jsonl`: (arm, seed) -> the last step logged. A run counts as
+    finished when its last event is "done" (a run extended to more steps after it finished is unfinished again)."""
+    last: dict[tuple[str, int], dict[str, Any]] = {}
+    step: dict[tuple[str, int], int] = {}
+    for event in runlog.read(experiment.out / "progress.jsonl"):
+        key = (str(event["arm"]), int(event["seed"]))
+        last[key] = event
+        step[key] = int(event.get("step", 0))
+    return {key: step[key] for key, event in last.items() if event["event"] != "done"}
+
+
+def paired(
+    experiment: Experiment, arm: Arm, matched: str = "step", skip: Collection[tuple[str, int]] = ()
+) -> dict[str, Any] | None:
     """Best-of-N of `arm` minus the reference's, per validation text and seed: at their last common validation step
     (`matched="step"`), or (`matched="judge_fwd"`, the paper's x axis) the reference at its last validation step and
-    the arm at its last validation step that spent no more judge forward sequences than the reference had."""
+    the arm at its last validation step that spent no more judge forward sequences than the reference had. Seeds where
+    either run is in `skip` ((arm, seed) pairs, e.g. unfinished runs) are left out."""
     if experiment.reference is None or arm.name == experiment.reference:
         return None
     ref = next(a for a in experiment.arms if a.name == experiment.reference)
     diffs: list[float] = []
     steps, ref_steps, fwd, ref_fwd = [], [], [], []
     for seed in sorted(set(arm.seeds or experiment.seeds) & set(ref.seeds or experiment.seeds)):
+        if (arm.name, seed) in skip or (ref.name, seed) in skip:
+            continue
         a_dir = experiment.out / "runs" / f"{arm.name}-seed{seed}"
         r_dir = experiment.out / "runs" / f"{ref.name}-seed{seed}"
         a_fwd, r_fwd = _judge_fwd_at(a_dir), _judge_fwd_at(r_dir)
@@ -275,13 +294,16 @@ of the beginning (the game's copy metric), and the judge forwards and training w
 
 
 def summarize(experiment: Experiment) -> dict[str, Any]:
-    """The experiment's statistics from its run folders (what exists so far)."""
+    """The experiment's statistics from its finished runs (unfinished ones are listed, not counted)."""
+    unfinished = unfinished_runs(experiment)
     arms: dict[str, Any] = {}
     for arm in experiment.arms:
         seeds = arm.seeds or experiment.seeds
         curves: dict[int, dict[str, list[float]]] = {}
         runs = []
         for seed in seeds:
+            if (arm.name, seed) in unfinished:
+                continue
             run_dir = experiment.out / "runs" / f"{arm.name}-seed{seed}"
             train, val = _records(run_dir)
             if not train and not val:
@@ -311,10 +333,11 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
         arms[arm.name] = {
             "runs": runs,
             "curves": {s: {k: mean_ci(v) for k, v in c.items()} for s, c in sorted(curves.items())},
-            "paired": paired(experiment, arm),
-            "paired_at_judge_fwd": paired(experiment, arm, matched="judge_fwd"),
+            "paired": paired(experiment, arm, skip=unfinished),
+            "paired_at_judge_fwd": paired(experiment, arm, matched="judge_fwd", skip=unfinished),
         }
-    return {"reference": experiment.reference, "arms": arms}
+    in_progress = [{"arm": a, "seed": s, "step": n} for (a, s), n in sorted(unfinished.items())]
+    return {"reference": experiment.reference, "arms": arms, "in_progress": in_progress}
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -339,16 +362,24 @@ def markdown(summary: dict[str, Any]) -> str:
             f"| {c['zero']['mean']:.2f} | {statistics.fmean(r['judge_fwd_seqs'] for r in runs):.0f} "
             f"| {statistics.fmean(r['wall_s'] for r in runs):.0f} |"
         )
+    if summary.get("in_progress"):
+        runs = ", ".join(f"{r['arm']} seed {r['seed']} (step {r['step']})" for r in summary["in_progress"])
+        lines += ["", f"Unfinished runs, not counted above or below: {runs}."]
     pairs = [(n, a["paired"]) for n, a in summary["arms"].items() if a["paired"]]
     if pairs:
-        lines += ["", "Paired best-of-N per validation text (arm minus reference, same text and seed):", ""]
+        lines += [
+            "",
+            "Paired best-of-N per validation text (arm minus reference, same text, seed and step):",
+            "",
+        ]
         lines += _paired_table(pairs)
     matched = [(n, a.get("paired_at_judge_fwd")) for n, a in summary["arms"].items() if a.get("paired_at_judge_fwd")]
     if matched:
         lines += [
             "",
             "The same at matched judge forwards (the reference at its last validation step; the arm at its last "
-            "validation step that spent no more judge forward sequences):",
+            "validation step that had run no more judge forward sequences; sequences actually run, a move repeated "
+            "within its group scored once):",
             "",
         ]
         lines += _paired_table(matched)
