@@ -239,3 +239,19 @@ def test_unfinished_runs_are_listed_not_counted(tmp_path):
     assert arm["paired"]["mean"] == pytest.approx(4.5)
     assert summary["in_progress"] == [{"arm": "arm", "seed": 1, "step": 0}]
     assert "Unfinished runs, not counted above or below: arm seed 1 (step 0)." in markdown(summary)
+
+
+def test_paired_reports_the_mean_difference_of_each_seed_and_the_seeds_won(tmp_path):
+    from frost.experiment import Arm, Experiment, markdown, summarize
+
+    _fake_run(tmp_path / "runs" / "ref-seed0", 10, {4: [-5.0, -6.0]})
+    _fake_run(tmp_path / "runs" / "arm-seed0", 10, {4: [-1.0, -1.0]})  # +4, +5
+    _fake_run(tmp_path / "runs" / "ref-seed1", 10, {4: [-5.0, -6.0]})
+    _fake_run(tmp_path / "runs" / "arm-seed1", 10, {4: [-7.0, -6.0]})  # -2, 0
+    experiment = Experiment(out=tmp_path, seeds=[0, 1], arms=[Arm("ref", None), Arm("arm", None)], reference="ref")
+    summary = summarize(experiment)
+    p = summary["arms"]["arm"]["paired"]
+    assert p["per_seed"] == [{"seed": 0, "mean": 4.5, "n": 2}, {"seed": 1, "mean": -1.0, "n": 2}]
+    assert p["seeds_won"] == 1 and p["mean"] == pytest.approx(7 / 4)
+    assert (p["wins"], p["losses"], p["ties"]) == (2, 1, 1)
+    assert "| 2 / 1 / 1 | +4.50, -1.00 (1 of 2) |" in markdown(summary)

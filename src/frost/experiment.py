@@ -18,8 +18,9 @@ loses at most the step in progress. Each step is appended to `OUT/progress.jsonl
 `OUT/summary.json` and `OUT/summary.md` are rewritten: per arm and validation step, the mean over seeds of
 best-of-8 and mean reward with a 95% confidence interval (Student t over seeds); per arm against the reference, the
 paired difference of best-of-8 per validation text at the last common validation step (same text, same seed), mean
-+- standard error and the number of texts won, lost and tied; judge forward sequences and wall time per run. Only
-finished runs count; unfinished ones (the last event of the run in `progress.jsonl` is not "done") are listed apart.
++- standard error, the number of texts won, lost and tied, and the mean per seed with the number of seeds won; judge
+forward sequences and wall time per run. Only finished runs count; unfinished ones (the last event of the run in
+`progress.jsonl` is not "done") are listed apart.
 """
 
 from __future__ import annotations
@@ -246,6 +247,7 @@ def paired(
         return None
     ref = next(a for a in experiment.arms if a.name == experiment.reference)
     diffs: list[float] = []
+    per_seed: list[dict[str, Any]] = []
     steps, ref_steps, fwd, ref_fwd = [], [], [], []
     for seed in sorted(set(arm.seeds or experiment.seeds) & set(ref.seeds or experiment.seeds)):
         if (arm.name, seed) in skip or (ref.name, seed) in skip:
@@ -271,7 +273,10 @@ def paired(
         fwd.append(a_fwd[step])
         ref_fwd.append(r_fwd[r_step])
         mine, theirs = best_by_text(a_dir, step), best_by_text(r_dir, r_step)
-        diffs += [mine[d] - theirs[d] for d in sorted(mine.keys() & theirs.keys())]
+        seed_diffs = [mine[d] - theirs[d] for d in sorted(mine.keys() & theirs.keys())]
+        if seed_diffs:
+            per_seed.append({"seed": seed, "mean": statistics.fmean(seed_diffs), "n": len(seed_diffs)})
+        diffs += seed_diffs
     if not diffs:
         return None
     return {
@@ -285,6 +290,8 @@ def paired(
         "wins": sum(d > 0 for d in diffs),
         "losses": sum(d < 0 for d in diffs),
         "ties": sum(d == 0 for d in diffs),
+        "per_seed": per_seed,
+        "seeds_won": sum(p["mean"] > 0 for p in per_seed),
     }
 
 
@@ -389,16 +396,18 @@ def markdown(summary: dict[str, Any]) -> str:
 def _paired_table(pairs: list[tuple[str, Any]]) -> list[str]:
     lines = [
         "| arm | against | arm steps (judge fwd) | reference steps (judge fwd) | pairs | mean difference +- SE "
-        "| wins / losses / ties |",
-        "|---|---|---|---|---:|---|---|",
+        "| wins / losses / ties | mean per seed (seeds won) |",
+        "|---|---|---|---|---:|---|---|---|",
     ]
     for name, p in pairs:
+        per_seed = ", ".join(f"{q['mean']:+.2f}" for q in p.get("per_seed", []))
         mine = ", ".join(f"{s} ({n})" for s, n in zip(p["steps"], p.get("judge_fwd", []), strict=False))
         theirs = ", ".join(f"{s} ({n})" for s, n in zip(p.get("reference_steps", []), p.get("reference_judge_fwd", []),
                                                        strict=False))  # fmt: skip
         lines.append(
             f"| {name} | {p['against']} | {mine} | {theirs} | {p['n']} | {p['mean']:+.2f} +- {p['se']:.2f} "
-            f"| {p['wins']} / {p['losses']} / {p['ties']} |"
+            f"| {p['wins']} / {p['losses']} / {p['ties']} | {per_seed} ({p.get('seeds_won', 0)} of "
+            f"{len(p.get('per_seed', []))}) |"
         )
     return lines
 
