@@ -254,4 +254,5 @@ def test_paired_reports_the_mean_difference_of_each_seed_and_the_seeds_won(tmp_p
     assert p["per_seed"] == [{"seed": 0, "mean": 4.5, "n": 2}, {"seed": 1, "mean": -1.0, "n": 2}]
     assert p["seeds_won"] == 1 and p["mean"] == pytest.approx(7 / 4)
     assert (p["wins"], p["losses"], p["ties"]) == (2, 1, 1)
-    assert "| 2 / 1 / 1 | +4.50, -1.00 (1 of 2) |" in markdown(summary)
+    assert p["over_seeds"]["mean"] == pytest.approx(1.75) and p["over_seeds"]["ci95"] == pytest.approx(12.706 * 2.75)
+    assert "| 2 / 1 / 1 | +4.50, -1.00 (1 of 2) | +1.75 +- 34.94 |" in markdown(summary)

@@ -15,12 +15,12 @@ arm, and the arm the others are compared with:
 Runs go to `OUT/runs/ARM-seedS`, seed by seed (every arm's seed 0 first). A finished run is skipped, an interrupted
 one resumes from its latest checkpoint (written every step unless the file says otherwise), so a killed experiment
 loses at most the step in progress. Each step is appended to `OUT/progress.jsonl`; after every run
-`OUT/summary.json` and `OUT/summary.md` are rewritten: per arm and validation step, the mean over seeds of
-best-of-8 and mean reward with a 95% confidence interval (Student t over seeds); per arm against the reference, the
-paired difference of best-of-8 per validation text at the last common validation step (same text, same seed), mean
-+- standard error, the number of texts won, lost and tied, and the mean per seed with the number of seeds won; judge
-forward sequences and wall time per run. Only finished runs count; unfinished ones (the last event of the run in
-`progress.jsonl` is not "done") are listed apart.
+`OUT/summary.json` and `OUT/summary.md` are rewritten: per arm and validation step, the mean over seeds of best-of-8
+and mean reward with a 95% confidence interval (Student t over seeds); per arm against the reference, the paired
+difference of best-of-8 per validation text at the last common validation step (same text, same seed), mean +-
+standard error, the number of texts won, lost and tied, and the mean per seed with the number of seeds won and a 95%
+t interval over the seeds' means (the seed as the unit); judge forward sequences and wall time per run. Only
+finished runs count; unfinished ones (the last event of the run in `progress.jsonl` is not "done") are listed apart.
 """
 
 from __future__ import annotations
@@ -292,6 +292,7 @@ def paired(
         "ties": sum(d == 0 for d in diffs),
         "per_seed": per_seed,
         "seeds_won": sum(p["mean"] > 0 for p in per_seed),
+        "over_seeds": mean_ci([p["mean"] for p in per_seed]),
     }
 
 
@@ -396,18 +397,19 @@ def markdown(summary: dict[str, Any]) -> str:
 def _paired_table(pairs: list[tuple[str, Any]]) -> list[str]:
     lines = [
         "| arm | against | arm steps (judge fwd) | reference steps (judge fwd) | pairs | mean difference +- SE "
-        "| wins / losses / ties | mean per seed (seeds won) |",
-        "|---|---|---|---|---:|---|---|---|",
+        "| wins / losses / ties | mean per seed (seeds won) | over seeds: mean +- 95% CI |",
+        "|---|---|---|---|---:|---|---|---|---|",
     ]
     for name, p in pairs:
         per_seed = ", ".join(f"{q['mean']:+.2f}" for q in p.get("per_seed", []))
+        over = p.get("over_seeds", mean_ci([]))
         mine = ", ".join(f"{s} ({n})" for s, n in zip(p["steps"], p.get("judge_fwd", []), strict=False))
         theirs = ", ".join(f"{s} ({n})" for s, n in zip(p.get("reference_steps", []), p.get("reference_judge_fwd", []),
                                                        strict=False))  # fmt: skip
         lines.append(
             f"| {name} | {p['against']} | {mine} | {theirs} | {p['n']} | {p['mean']:+.2f} +- {p['se']:.2f} "
             f"| {p['wins']} / {p['losses']} / {p['ties']} | {per_seed} ({p.get('seeds_won', 0)} of "
-            f"{len(p.get('per_seed', []))}) |"
+            f"{len(p.get('per_seed', []))}) | {over['mean']:+.2f} +- {over['ci95']:.2f} |"
         )
     return lines
 
