@@ -256,3 +256,39 @@ def test_paired_reports_the_mean_difference_of_each_seed_and_the_seeds_won(tmp_p
     assert (p["wins"], p["losses"], p["ties"]) == (2, 1, 1)
     assert p["over_seeds"]["mean"] == pytest.approx(1.75) and p["over_seeds"]["ci95"] == pytest.approx(12.706 * 2.75)
     assert "| 2 / 1 / 1 | +4.50, -1.00 (1 of 2) | +1.75 +- 34.94 |" in markdown(summary)
+
+
+def test_two_workers_share_out_the_runs_and_train_each_once(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "frost.cli", "experiment", "--no-progress", "--threads", "1"]
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    alone = write_experiment(tmp_path / "one", tmp_path / "one" / "out")
+    shared = write_experiment(tmp_path / "two", tmp_path / "two" / "out")
+    subprocess.run([*cmd, str(alone)], env=env, check=True, capture_output=True, timeout=600)
+    workers = [subprocess.Popen([*cmd, str(shared)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for _ in range(2)]  # fmt: skip
+    for w in workers:
+        assert w.wait(timeout=600) == 0
+    events = [json.loads(line) for line in (tmp_path / "two" / "out" / "progress.jsonl").read_text().splitlines()]
+    starts = [(e["arm"], e["seed"]) for e in events if e["event"] == "start"]
+    assert sorted(starts) == sorted(set(starts)) and len(starts) == 5  # every run trained once, by one worker
+    assert len({e["pid"] for e in events if e["event"] == "start"}) == 2  # both workers trained
+    assert run_metrics(tmp_path / "two" / "out") == run_metrics(tmp_path / "one" / "out")
+    assert not list((tmp_path / "two" / "out" / "runs").glob("*.claim"))
+    summary = json.loads((tmp_path / "two" / "out" / "summary.json").read_text())
+    assert summary["in_progress"] == [] and len(summary["arms"]["frost"]["runs"]) == 2
+
+
+def test_a_claim_of_a_live_worker_is_respected_and_a_dead_one_taken_over(tmp_path):
+    from frost.experiment import claim_run
+
+    run = tmp_path / "runs" / "arm-seed0"
+    mine = claim_run(run)
+    assert mine == tmp_path / "runs" / "arm-seed0.claim" and claim_run(run) is None  # held by this (live) process
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    holder = json.loads(mine.read_text())
+    mine.write_text(json.dumps({**holder, "pid": int(gone.stdout)}))  # its process has exited
+    assert claim_run(run) == mine and json.loads(mine.read_text())["pid"] == os.getpid()
+    mine.write_text(json.dumps({"host": "another-machine", "pid": 1}))
+    assert claim_run(run) is None

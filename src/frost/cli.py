@@ -198,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
 
     p = sub.add_parser(
-        "experiment", help="arms x seeds of training runs from an experiment file, resumable, with statistics"
+        "experiment",
+        help="arms x seeds of training runs from an experiment file, resumable, with statistics; several processes "
+        "on one file share out its runs",
     )
     p.add_argument("file", type=Path, help="experiment file (YAML: out, seeds, set, reference, arms)")
     p.add_argument("--summary-only", action="store_true", help="only rewrite summary.json / summary.md from the runs")

@@ -21,13 +21,20 @@ difference of best-of-8 per validation text at the last common validation step (
 standard error, the number of texts won, lost and tied, and the mean per seed with the number of seeds won and a 95%
 t interval over the seeds' means (the seed as the unit); judge forward sequences and wall time per run. Only
 finished runs count; unfinished ones (the last event of the run in `progress.jsonl` is not "done") are listed apart.
+
+Several processes may run one experiment file at once (one per GPU, or one per core group): each claims a run with
+a lock file (`OUT/runs/ARM-seedS.claim`) before training it and skips runs claimed by a live worker, so every run is
+trained once; a claim whose process died on this machine is taken over.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import statistics
+import sys
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -165,32 +172,86 @@ def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str
 
     def note(record: dict[str, Any]) -> None:
         with log.open("a") as f:
-            f.write(json.dumps({"time": time.time(), **record}) + "\n")
+            f.write(json.dumps({"time": time.time(), "pid": os.getpid(), **record}) + "\n")
 
+    elsewhere: list[str] = []
     for arm, seed, run_dir in experiment.runs():
         config = arm_config(experiment, arm, seed, run_dir)
         done = finished_step(run_dir)
         if done is not None and done >= config.train.steps:
             continue
-        note({"arm": arm.name, "seed": seed, "event": "resume" if done else "start", "step": done or 0})
-        trainer = Trainer(config, resume=done is not None, overwrite=done is None)
-
-        def on_step(metrics: dict[str, Any], name: str = arm.name, seed: int = seed) -> None:
-            note(
-                {"arm": name, "seed": seed, "event": "step", "step": metrics["step"], "step_s": metrics["time/step_s"]}
-            )
-
+        claim = claim_run(run_dir)
+        if claim is None:  # another worker trains it
+            elsewhere.append(f"{arm.name} seed {seed}")
+            continue
         try:
-            trainer.run(progress=progress, on_metrics=on_step)
+            done = finished_step(run_dir)  # again: a worker may have finished it between the first look and the claim
+            if done is not None and done >= config.train.steps:
+                continue
+            note({"arm": arm.name, "seed": seed, "event": "resume" if done else "start", "step": done or 0})
+            trainer = Trainer(config, resume=done is not None, overwrite=done is None)
+
+            def on_step(metrics: dict[str, Any], name: str = arm.name, seed: int = seed) -> None:
+                note({"arm": name, "seed": seed, "event": "step", "step": metrics["step"],
+                      "step_s": metrics["time/step_s"]})  # fmt: skip
+
+            try:
+                trainer.run(progress=progress, on_metrics=on_step)
+            finally:
+                trainer.close()
+            if trainer.stop_signal is not None:  # stopped by a signal: the checkpoint is saved, the experiment pauses
+                note({"arm": arm.name, "seed": seed, "event": "paused", "step": trainer.step})
+                write_summary(experiment)
+                raise ExperimentPaused(f"{arm.name} seed {seed} at step {trainer.step}")
+            note({"arm": arm.name, "seed": seed, "event": "done", "step": trainer.step})
         finally:
-            trainer.close()
-        if trainer.stop_signal is not None:  # stopped by a signal: the checkpoint is saved, the experiment pauses
-            note({"arm": arm.name, "seed": seed, "event": "paused", "step": trainer.step})
-            write_summary(experiment)
-            raise ExperimentPaused(f"{arm.name} seed {seed} at step {trainer.step}")
-        note({"arm": arm.name, "seed": seed, "event": "done", "step": trainer.step})
+            claim.unlink(missing_ok=True)
         write_summary(experiment)
+    if elsewhere:
+        print(
+            f"frost experiment: left to the workers that claimed them: {', '.join(elsewhere)} (delete "
+            f"{experiment.out / 'runs'}/ARM-seedS.claim if its worker is gone)",
+            file=sys.stderr,
+        )
     return write_summary(experiment)
+
+
+def claim_run(run_dir: Path) -> Path | None:
+    """Claim a run for this process with a lock file beside its folder (`ARM-seedS.claim`, created exclusively), so
+    that several `frost experiment` processes on one file (one per GPU, say) share out its runs. A claim left by a
+    process of this machine that no longer exists is taken over; one from another machine is respected (delete the
+    file when that worker is known to be gone). Returns the claim file, or None when another worker holds the run."""
+    path = run_dir.parent / f"{run_dir.name}.claim"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                return None  # being written by its holder
+            if holder.get("host") != me["host"] or _alive(int(holder.get("pid", 0))):
+                return None
+            path.unlink(missing_ok=True)  # its process is gone: take the run over
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(me))
+        return path
+    return None
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -417,11 +478,16 @@ def _paired_table(pairs: list[tuple[str, Any]]) -> list[str]:
 def write_summary(experiment: Experiment) -> dict[str, Any]:
     """Rewrite `summary.json` and `summary.md` from the run folders."""
     summary = summarize(experiment)
-    experiment.out.mkdir(parents=True, exist_ok=True)
-    (experiment.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (experiment.out / "summary.md").write_text(markdown(summary) + "\n")
+    out = experiment.out
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f"tmp-{os.getpid()}"  # several workers may write at once: each writes its own file, then renames it in
+    (out / f"summary.{tag}.json").write_text(json.dumps(summary, indent=1))
+    os.replace(out / f"summary.{tag}.json", out / "summary.json")
+    (out / f"summary.{tag}.md").write_text(markdown(summary) + "\n")
+    os.replace(out / f"summary.{tag}.md", out / "summary.md")
     if any(arm["curves"] for arm in summary["arms"].values()):
         from frost.experiment_plots import plot_curves
 
-        plot_curves(summary, experiment.out / "curves.png")
+        plot_curves(summary, out / f"curves.{tag}.png")
+        os.replace(out / f"curves.{tag}.png", out / "curves.png")
     return summary
