@@ -275,20 +275,30 @@ def test_two_workers_share_out_the_runs_and_train_each_once(tmp_path):
     assert sorted(starts) == sorted(set(starts)) and len(starts) == 5  # every run trained once, by one worker
     assert len({e["pid"] for e in events if e["event"] == "start"}) == 2  # both workers trained
     assert run_metrics(tmp_path / "two" / "out") == run_metrics(tmp_path / "one" / "out")
-    assert not list((tmp_path / "two" / "out" / "runs").glob("*.claim"))
     summary = json.loads((tmp_path / "two" / "out" / "summary.json").read_text())
     assert summary["in_progress"] == [] and len(summary["arms"]["frost"]["runs"]) == 2
 
 
-def test_a_claim_of_a_live_worker_is_respected_and_a_dead_one_taken_over(tmp_path):
+def test_a_claim_of_a_live_worker_is_respected_and_released_when_it_ends(tmp_path):
     from frost.experiment import claim_run
 
-    run = tmp_path / "runs" / "arm-seed0"
+    run = tmp_path / "claims" / "arm-seed0"
     mine = claim_run(run)
-    assert mine == tmp_path / "runs" / "arm-seed0.claim" and claim_run(run) is None  # held by this (live) process
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    holder = json.loads(mine.read_text())
-    mine.write_text(json.dumps({**holder, "pid": int(gone.stdout)}))  # its process has exited
-    assert claim_run(run) == mine and json.loads(mine.read_text())["pid"] == os.getpid()
-    mine.write_text(json.dumps({"host": "another-machine", "pid": 1}))
-    assert claim_run(run) is None
+    assert mine is not None and claim_run(run) is None  # held (an flock per open file, so also within one process)
+    assert json.loads(run.read_text())["pid"] == os.getpid()
+    mine.close()
+    code = f"from pathlib import Path; from frost.experiment import claim_run; c = claim_run(Path({str(run)!r}))\n"
+    code += "print(c is not None, flush=True); import time; time.sleep(600)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    worker = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "True"
+        assert claim_run(run) is None  # a live worker holds it
+        worker.kill()  # a worker that dies holding a claim: the system releases it
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    again = claim_run(run)
+    assert again is not None
+    again.close()

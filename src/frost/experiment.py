@@ -22,13 +22,14 @@ standard error, the number of texts won, lost and tied, and the mean per seed wi
 t interval over the seeds' means (the seed as the unit); judge forward sequences and wall time per run. Only
 finished runs count; unfinished ones (the last event of the run in `progress.jsonl` is not "done") are listed apart.
 
-Several processes may run one experiment file at once (one per GPU, or one per core group): each claims a run with
-a lock file (`OUT/runs/ARM-seedS.claim`) before training it and skips runs claimed by a live worker, so every run is
-trained once; a claim whose process died on this machine is taken over.
+Several processes may run one experiment file at once (one per GPU, or one per core group): each claims a run (an
+exclusive lock on `OUT/claims/ARM-seedS`) before training it and skips runs another live worker holds, so every
+run is trained once; the system releases the lock of a worker that ends, however it ends.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -39,7 +40,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -180,7 +181,7 @@ def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str
         done = finished_step(run_dir)
         if done is not None and done >= config.train.steps:
             continue
-        claim = claim_run(run_dir)
+        claim = claim_run(experiment.out / "claims" / run_dir.name)
         if claim is None:  # another worker trains it
             elsewhere.append(f"{arm.name} seed {seed}")
             continue
@@ -205,53 +206,31 @@ def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str
                 raise ExperimentPaused(f"{arm.name} seed {seed} at step {trainer.step}")
             note({"arm": arm.name, "seed": seed, "event": "done", "step": trainer.step})
         finally:
-            claim.unlink(missing_ok=True)
+            claim.close()
         write_summary(experiment)
     if elsewhere:
-        print(
-            f"frost experiment: left to the workers that claimed them: {', '.join(elsewhere)} (delete "
-            f"{experiment.out / 'runs'}/ARM-seedS.claim if its worker is gone)",
-            file=sys.stderr,
-        )
+        print(f"frost experiment: left to the workers training them: {', '.join(elsewhere)}", file=sys.stderr)
     return write_summary(experiment)
 
 
-def claim_run(run_dir: Path) -> Path | None:
-    """Claim a run for this process with a lock file beside its folder (`ARM-seedS.claim`, created exclusively), so
-    that several `frost experiment` processes on one file (one per GPU, say) share out its runs. A claim left by a
-    process of this machine that no longer exists is taken over; one from another machine is respected (delete the
-    file when that worker is known to be gone). Returns the claim file, or None when another worker holds the run."""
-    path = run_dir.parent / f"{run_dir.name}.claim"
+def claim_run(path: Path) -> IO[str] | None:
+    """Claim a run for this process, so that several `frost experiment` processes on one file (one per GPU, say)
+    share out its runs: an exclusive `flock` on the claim file `path` (`OUT/claims/ARM-seedS`), held while the file
+    stays open and released by the system when the process ends, however it ends. The file is kept (deleting it could
+    let two workers lock two different files of one name); it names the last holder. Returns the open claim (close it
+    to release), or None when a live worker holds the run."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"host": socket.gethostname(), "pid": os.getpid()}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                holder = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                return None  # being written by its holder
-            if holder.get("host") != me["host"] or _alive(int(holder.get("pid", 0))):
-                return None
-            path.unlink(missing_ok=True)  # its process is gone: take the run over
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(me))
-        return path
-    return None
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
+    claim = path.open("a+")
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # another open claim holds it
+        claim.close()
+        return None
+    claim.seek(0)
+    claim.truncate()
+    claim.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}) + "\n")
+    claim.flush()
+    return claim
 
 
 def _records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
