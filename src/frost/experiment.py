@@ -441,15 +441,15 @@ def _paired_table(pairs: list[tuple[str, Any]]) -> list[str]:
         "|---|---|---|---|---:|---|---|---|---|",
     ]
     for name, p in pairs:
-        per_seed = ", ".join(f"{q['mean']:+.2f}" for q in p.get("per_seed", []))
-        over = p.get("over_seeds", mean_ci([]))
+        per_seed = ", ".join(f"{q['mean']:+.2f}" for q in p["per_seed"])
+        over = p["over_seeds"]
         mine = ", ".join(f"{s} ({n})" for s, n in zip(p["steps"], p.get("judge_fwd", []), strict=False))
         theirs = ", ".join(f"{s} ({n})" for s, n in zip(p.get("reference_steps", []), p.get("reference_judge_fwd", []),
                                                        strict=False))  # fmt: skip
         lines.append(
             f"| {name} | {p['against']} | {mine} | {theirs} | {p['n']} | {p['mean']:+.2f} +- {p['se']:.2f} "
-            f"| {p['wins']} / {p['losses']} / {p['ties']} | {per_seed} ({p.get('seeds_won', 0)} of "
-            f"{len(p.get('per_seed', []))}) | {over['mean']:+.2f} +- {over['ci95']:.2f} |"
+            f"| {p['wins']} / {p['losses']} / {p['ties']} | {per_seed} ({p['seeds_won']} of {len(p['per_seed'])}) "
+            f"| {over['mean']:+.2f} +- {over['ci95']:.2f} |"
         )
     return lines
 
