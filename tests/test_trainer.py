@@ -269,6 +269,34 @@ def test_sigint_saves_a_checkpoint_and_stops(tmp_path, embedded_tokenizer):
     assert resumed.run(progress=False) == 2
 
 
+def test_a_run_stopped_during_its_first_validation_resumes_without_validating_step_0_twice(
+    tmp_path, embedded_tokenizer
+):
+    import os
+    import signal
+
+    whole = Trainer(tiny_config(tmp_path / "whole", steps=2, val_every=1), base=tiny_base(embedded_tokenizer))
+    whole.run(progress=False)
+    stopped = Trainer(tiny_config(tmp_path / "cut", steps=2, val_every=1), base=tiny_base(embedded_tokenizer))
+    validate = stopped.validate
+
+    def validate_then_signal():
+        result = validate()
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while step 0 is being validated
+        return result
+
+    stopped.validate = validate_then_signal  # type: ignore[method-assign]
+    assert stopped.run(progress=False) == 0
+    assert (tmp_path / "cut" / "checkpoints" / "latest").read_text().strip() == "step-0000000"
+    resumed = Trainer(
+        tiny_config(tmp_path / "cut", steps=2, val_every=1), resume=True, base=tiny_base(embedded_tokenizer)
+    )
+    assert resumed.run(progress=False) == 2
+    cut = strip_times(read_metrics(tmp_path / "cut"))
+    assert [r["step"] for r in cut if "val/reward_mean" in r] == [0, 1, 2]
+    assert cut == strip_times(read_metrics(tmp_path / "whole"))
+
+
 def test_selection_from_a_checkpoint_plays_the_adapter_and_judges_with_the_base(tmp_path, embedded_tokenizer):
     from conftest import make_instance
     from frost.checkpoint import load_players, resolve_checkpoint

@@ -219,6 +219,8 @@ class Trainer:
         self.skipped_steps = 0
         """Steps skipped because something was not finite (logged as `train/skipped_steps`)."""
         self.skipped_in_a_row = 0
+        self.resumed = resume
+        """Whether the run continues from a checkpoint (whose step's validation, when due, is already logged)."""
         self._stop_signal: int | None = None
         self._writer = self._tensorboard() if self.world.is_main else None
         self.settings = GroupSettings(
@@ -493,7 +495,7 @@ class Trainer:
         best_key = f"val/best_of_{t.val_samples}"
         last_val: dict[str, Any] = {}
         with self._signals():
-            if self.step == 0 and t.val_every and self.validation:
+            if self.step == 0 and not self.resumed and t.val_every and self.validation:
                 last_val = self.validate()
                 self._log(last_val)
             while self.step < t.steps and not self._stopping():
