@@ -127,6 +127,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("report: run that is not there", ["report", "nowhere"], "nowhere"),
     ("experiment: file missing", ["experiment", "missing.yaml"], "does not exist"),
     ("experiment: no arms", ["experiment", "{bad-experiment.yaml}"], "experiment.arms"),
+    ("experiment: --md in a folder that is not there", ["experiment", "missing.yaml", "--md", "no/x.md"], "--md"),
     (
         "train: a judge with another tokenizer",
         [*TINY, "--set", "model.judge={other-tokenizer-model}"],

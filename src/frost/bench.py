@@ -7,7 +7,6 @@ import dataclasses
 import gc
 import json
 import platform
-import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from frost.decode import resolve_decode
 from frost.frost import select_candidates
 from frost.games import GameInstance, build_game
 from frost.judge import Judge
+from frost.mdblock import write_block
 from frost.memplan import ModelShape
 from frost.models import LoadedModel, cache_io, forbidden_token_mask
 from frost.sampling import sample_moves
@@ -198,16 +198,13 @@ def markdown(result: dict[str, Any]) -> str:
 
 def write_section(path: Path, section: str, body: str) -> None:
     """Replace (or append) the `<!-- frost-bench:SECTION -->` block of a Markdown file."""
-    start, end = f"<!-- frost-bench:{section} -->", f"<!-- /frost-bench:{section} -->"
-    block = f"{start}\n{body}\n{end}"
-    text = (
-        path.read_text() if path.exists() else "# Benchmarks\n\nWritten by `frost bench`; edit outside the markers.\n"
+    write_block(
+        path,
+        "frost-bench",
+        section,
+        body,
+        new_file="# Benchmarks\n\nWritten by `frost bench`; edit outside the markers.\n",
     )
-    if start in text and end in text:
-        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def run_bench(lm: LoadedModel, *, out: Path, json_path: Path | None, **kwargs: Any) -> dict[str, Any]:

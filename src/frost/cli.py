@@ -204,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", type=Path, help="experiment file (YAML: out, seeds, set, reference, arms)")
     p.add_argument("--summary-only", action="store_true", help="only rewrite summary.json / summary.md from the runs")
+    p.add_argument(
+        "--md",
+        type=Path,
+        help="also write the summary's tables into this Markdown file, between <!-- frost-experiment:NAME --> markers "
+        "(NAME: the out folder's name; the block is appended when missing, text outside it is kept)",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -668,6 +674,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     """Train the experiment's runs that are not finished, then print its summary."""
     from frost.experiment import ExperimentPaused, load_experiment, markdown, run_experiment, write_summary
 
+    if args.md is not None and (args.md.is_dir() or not args.md.parent.is_dir()):
+        raise ConfigError(f"--md: {args.md} is not a Markdown file in an existing folder; give e.g. --md README.md")
     experiment = load_experiment(args.file)
     if args.summary_only:
         summary = write_summary(experiment)
@@ -681,6 +689,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             return 130
     print(markdown(summary))
     print(f"\nwritten to {experiment.out / 'summary.md'} and summary.json")
+    if args.md is not None:
+        from frost.mdblock import write_block
+
+        write_block(args.md, "frost-experiment", experiment.out.name, markdown(summary))
+        print(f"and into {args.md} (<!-- frost-experiment:{experiment.out.name} -->)")
     return 0
 
 

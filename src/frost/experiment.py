@@ -404,9 +404,9 @@ def markdown(summary: dict[str, Any]) -> str:
         runs = arm["runs"]
         peak = max(arm["curves"], key=lambda s: arm["curves"][s]["best"]["mean"])
         lines.append(
-            f"| {name} | {c['best']['n']} | {last} | {c['best']['mean']:.2f} +- {c['best']['ci95']:.2f} "
+            f"| {name} | {c['best']['n']} | {last} | {_pm(c['best']['mean'], c['best']['ci95'])} "
             f"| {arm['curves'][peak]['best']['mean']:.2f} ({peak}) "
-            f"| {c['mean']['mean']:.2f} +- {c['mean']['ci95']:.2f} | {c['entropy']['mean']:.3f} "
+            f"| {_pm(c['mean']['mean'], c['mean']['ci95'])} | {c['entropy']['mean']:.3f} "
             f"| {c['zero']['mean']:.2f} | {statistics.fmean(r['judge_fwd_seqs'] for r in runs):.0f} "
             f"| {statistics.fmean(r['wall_s'] for r in runs):.0f} |"
         )
@@ -434,6 +434,11 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _pm(mean: float, half: float, spec: str = ".2f") -> str:
+    """`mean +- half`, or the mean alone where there is no interval (one seed)."""
+    return f"{mean:{spec}}" if math.isnan(half) else f"{mean:{spec}} +- {half:.2f}"
+
+
 def _paired_table(pairs: list[tuple[str, Any]]) -> list[str]:
     lines = [
         "| arm | against | arm steps (judge fwd) | reference steps (judge fwd) | pairs | mean difference +- SE "
@@ -447,9 +452,9 @@ def _paired_table(pairs: list[tuple[str, Any]]) -> list[str]:
         theirs = ", ".join(f"{s} ({n})" for s, n in zip(p.get("reference_steps", []), p.get("reference_judge_fwd", []),
                                                        strict=False))  # fmt: skip
         lines.append(
-            f"| {name} | {p['against']} | {mine} | {theirs} | {p['n']} | {p['mean']:+.2f} +- {p['se']:.2f} "
+            f"| {name} | {p['against']} | {mine} | {theirs} | {p['n']} | {_pm(p['mean'], p['se'], '+.2f')} "
             f"| {p['wins']} / {p['losses']} / {p['ties']} | {per_seed} ({p['seeds_won']} of {len(p['per_seed'])}) "
-            f"| {over['mean']:+.2f} +- {over['ci95']:.2f} |"
+            f"| {_pm(over['mean'], over['ci95'], '+.2f')} |"
         )
     return lines
 
