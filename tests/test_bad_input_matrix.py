@@ -41,10 +41,11 @@ def files(tmp: Path) -> dict[str, str]:
         "scored: true}]\n"
     )
     (tmp / "bad-experiment.yaml").write_text("out: x\narms: {}\n")
+    (tmp / "bad-final.yaml").write_text("out: x\narms: {a: {}}\nfinal: {selection: {K: 4, Dee: 4}}\n")
     (tmp / "empty-run").mkdir(exist_ok=True)
     return {k: str(tmp / k) for k in ("not-a-model", "unknown-key.yaml", "not-yaml.yaml", "empty.jsonl",
                                        "binary.jsonl", "docs.csv", "no-move.yaml", "bad-experiment.yaml",
-                                       "empty-run")}  # fmt: skip
+                                       "bad-final.yaml", "empty-run")}  # fmt: skip
 
 
 CASES: list[tuple[str, list[str], str]] = [
@@ -127,6 +128,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("report: run that is not there", ["report", "nowhere"], "nowhere"),
     ("experiment: file missing", ["experiment", "missing.yaml"], "does not exist"),
     ("experiment: no arms", ["experiment", "{bad-experiment.yaml}"], "experiment.arms"),
+    ("experiment: unknown option of a final diagnostic", ["experiment", "{bad-final.yaml}"], "final.selection"),
     ("experiment: --md in a folder that is not there", ["experiment", "missing.yaml", "--md", "no/x.md"], "--md"),
     (
         "train: a judge with another tokenizer",

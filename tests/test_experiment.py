@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from frost.cli import main
-from frost.experiment import best_by_text, load_experiment, mean_ci
+from frost.experiment import best_by_text, load_experiment
+from frost.stats import mean_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = {
@@ -173,6 +174,13 @@ def test_a_stop_signal_pauses_the_experiment_instead_of_starting_the_next_run(tm
         ({"out": "x", "arms": {"a": {"set": {"steps": 3}}}}, "experiment.arms.a.set"),
         ({"arms": {"a": {}}}, "experiment.out"),
         ({"out": "x", "arms": {"a": {}}, "colour": 1}, "colour"),
+        ({"out": "x", "arms": {"a": {}}, "final": {"samples": {"promts": 3}}}, "experiment.final.samples"),
+        (
+            {"out": "x", "arms": {"a": {}}, "final": {"selection": {"rules": ["nope"]}}},
+            "experiment.final.selection.rules",
+        ),
+        ({"out": "x", "arms": {"a": {}}, "final": {"selection": {"tau": 2}}}, "experiment.final.selection.tau"),
+        ({"out": "x", "arms": {"a": {}}, "final": {"plots": {}}}, "experiment.final"),
     ],
 )
 def test_bad_experiment_files_get_one_line(tmp_path, capsys, spec, field):
@@ -280,14 +288,14 @@ def test_two_workers_share_out_the_runs_and_train_each_once(tmp_path):
 
 
 def test_a_claim_of_a_live_worker_is_respected_and_released_when_it_ends(tmp_path):
-    from frost.experiment import claim_run
+    from frost.claims import claim as claim_run
 
     run = tmp_path / "claims" / "arm-seed0"
     mine = claim_run(run)
     assert mine is not None and claim_run(run) is None  # held (an flock per open file, so also within one process)
     assert json.loads(run.read_text())["pid"] == os.getpid()
     mine.close()
-    code = f"from pathlib import Path; from frost.experiment import claim_run; c = claim_run(Path({str(run)!r}))\n"
+    code = f"from pathlib import Path; from frost.claims import claim as claim_run; c = claim_run(Path({str(run)!r}))\n"
     code += "print(c is not None, flush=True); import time; time.sleep(600)"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     worker = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
@@ -302,3 +310,103 @@ def test_a_claim_of_a_live_worker_is_respected_and_released_when_it_ends(tmp_pat
     again = claim_run(run)
     assert again is not None
     again.close()
+
+
+def test_final_diagnostics_run_once_per_seed_and_are_summarized_over_seeds(tmp_path):
+    """The `final` block: Appendix D of every arm against the reference and the selection experiment at every player
+    (and the base model), each a real `frost diagnose` process, skipped once done; the summary's means over seeds are
+    recomputed from the per-seed files, and a folder holds what the same `frost diagnose` command writes by hand."""
+    out = tmp_path / "out"
+    spec = {
+        "out": str(out),
+        "seeds": [0, 1],
+        "set": {**COMMON, "train.steps": 2, "train.val_every": 2},
+        "reference": "grpo",
+        "arms": {
+            "grpo": {"set": {"train.algorithm": "grpo"}},
+            "frost": {"set": {"train.algorithm": "frost", "frost.rule": "judge-gated", "frost.D": 2}},
+        },
+        "final": {
+            "samples": {"prompts": 2, "samples": 3},
+            "selection": {"prompts": 2, "K": 2, "D": 2, "rules": ["taylor-gated", "judge-gated"]},
+        },
+    }
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["experiment", str(path), "--no-progress", "--threads", "1"]) == 0
+    final = out / "final"
+    assert sorted(p.name for p in (final / "samples").iterdir()) == ["frost-seed0", "frost-seed1"]
+    assert sorted(p.name for p in (final / "selection").iterdir()) == ["base", "frost-seed0", "frost-seed1",
+                                                                      "grpo-seed0", "grpo-seed1"]  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())["final"]
+    per_seed = [json.loads((final / "samples" / f"frost-seed{s}" / "samples.json").read_text()) for s in (0, 1)]
+    assert [list(r["table1"]) for r in per_seed] == [["grpo-seed0", "frost-seed0"], ["grpo-seed1", "frost-seed1"]]
+    frost = summary["samples"]["frost"]
+    assert frost["seeds"] == [0, 1] and frost["table2"]["prompts"] == 4
+    for side, label in (("reference", "grpo"), ("arm", "frost")):
+        for key in ("best_of_k", "mean_reward", "entropy"):
+            values = [r["table1"][f"{label}-seed{s}"][key] for s, r in zip((0, 1), per_seed, strict=True)]
+            assert frost[side][key] == mean_ci(values)
+    zero = sum(r["table2"]["b_zero_variance"] for r in per_seed)
+    assert frost["table2"]["b_zero_variance"] == zero
+    for player in ("grpo", "frost"):
+        rows = [json.loads((final / "selection" / f"{player}-seed{s}" / "summary.json").read_text()) for s in (0, 1)]
+        for rule in ("taylor-gated", "judge-gated"):
+            lifts = [next(e["lift"] for e in r if e["rule"] == rule) for r in rows]
+            assert summary["selection"][player]["lift"][rule] == mean_ci(lifts)
+    assert summary["selection"]["base"]["prompts"] == 2
+    text = (out / "summary.md").read_text()
+    assert "Appendix D at the final checkpoints" in text and "| base | - | 2 |" in text
+    # the folder holds what the same command gives when a user types it
+    by_hand = tmp_path / "by-hand"
+    runs = out / "runs"
+    pair = [str(runs / "grpo-seed1"), str(runs / "frost-seed1")]
+    options = ["--prompts", "2", "--samples", "3", "--model", "qwen3-tiny-shape", "--device", "cpu"]
+    assert main(["diagnose", "samples", *pair, *options, "--out", str(by_hand)]) == 0
+    assert json.loads((by_hand / "samples.json").read_text()) == per_seed[1]
+    # done: a second run starts nothing; other settings run afresh
+    events = (out / "progress.jsonl").read_text().count('"diagnostic"')
+    assert main(["experiment", str(path), "--no-progress"]) == 0  # another thread count is the same command
+    assert (out / "progress.jsonl").read_text().count('"diagnostic"') == events
+    spec["final"] = {"samples": {"prompts": 1, "samples": 3}}
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["experiment", str(path), "--no-progress", "--threads", "1"]) == 0
+    assert json.loads((out / "summary.json").read_text())["final"]["samples"]["frost"]["table2"]["prompts"] == 2
+
+
+def test_a_stop_signal_during_a_final_diagnostic_pauses_and_the_same_command_finishes_it(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "out"
+    spec = {
+        "out": str(out),
+        "seeds": [0],
+        "set": {**COMMON, "train.steps": 1, "train.val_every": 1},
+        "arms": {"grpo": {"set": {"train.algorithm": "grpo"}}},
+        "final": {"selection": {"prompts": 2, "K": 2, "D": 1, "rules": ["judge-gated"]}},
+    }
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    cmd = [sys.executable, "-m", "frost", "experiment", "--no-progress", "--threads", "1", str(path)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = out / "progress.jsonl"
+    try:
+        deadline = time.monotonic() + 300
+        while not (progress.is_file() and '"diagnostic"' in progress.read_text()):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "paused" in err
+    folders = sorted((out / "final" / "selection").iterdir())
+    assert [f.name for f in folders] == ["grpo-seed0"] and not (folders[0] / "done.json").exists()
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    events = [json.loads(line) for line in progress.read_text().splitlines() if '"diagnostic"' in line]
+    assert [(e["diagnostic"], e["status"]) for e in events] == [
+        ("selection/grpo-seed0", "start"), ("selection/grpo-seed0", "start"), ("selection/grpo-seed0", "done"),
+        ("selection/base", "start"), ("selection/base", "done"),
+    ]  # fmt: skip
+    rows = [json.loads(line) for line in (folders[0] / "rows.jsonl").read_text().splitlines()]
+    assert sorted(r["prompt"] for r in rows) == [0, 1]  # each prompt once

@@ -29,29 +29,36 @@ run is trained once; the system releases the lock of a worker that ends, however
 
 from __future__ import annotations
 
-import fcntl
 import json
-import math
 import os
-import socket
 import statistics
 import sys
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
-from frost import runlog
+from frost import claims, runlog
 from frost.checkpoint import finished_step
 from frost.errors import ConfigError
+from frost.experiment_final import (
+    DiagnosticPaused,
+    FinalDiagnostics,
+    diagnostic_commands,
+    final_markdown,
+    parse_final,
+    run_diagnostics,
+    summarize_final,
+)
+from frost.stats import mean_ci, pm
 
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
-"""Two-sided 95% Student t quantiles for 1..15 degrees of freedom (beyond: 1.96)."""
-EXPERIMENT_KEYS = {"out", "seeds", "set", "reference", "arms"}
+EXPERIMENT_KEYS = {"out", "seeds", "set", "reference", "arms", "final"}
 ARM_KEYS = {"config", "set", "seeds"}
+RUN_EVENTS = {"start", "resume", "step", "paused", "done"}
+"""The events of a run in `progress.jsonl` (the final diagnostics log others)."""
 
 
 @dataclass
@@ -74,6 +81,8 @@ class Experiment:
     arms: list[Arm]
     overrides: dict[str, Any] = field(default_factory=dict)
     reference: str | None = None
+    final: FinalDiagnostics | None = None
+    """Diagnostics at the final checkpoints (`frost.experiment_final`)."""
 
     def runs(self) -> list[tuple[Arm, int, Path]]:
         """(arm, seed, run folder), seed-major."""
@@ -148,6 +157,7 @@ def load_experiment(path: str | Path) -> Experiment:
         arms=arms,
         overrides=_overrides(data.get("set"), "experiment.set"),
         reference=reference,
+        final=parse_final(data.get("final")),
     )
 
 
@@ -181,7 +191,7 @@ def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str
         done = finished_step(run_dir)
         if done is not None and done >= config.train.steps:
             continue
-        claim = claim_run(experiment.out / "claims" / run_dir.name)
+        claim = claims.claim(experiment.out / "claims" / run_dir.name)
         if claim is None:  # another worker trains it
             elsewhere.append(f"{arm.name} seed {seed}")
             continue
@@ -208,45 +218,29 @@ def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str
         finally:
             claim.close()
         write_summary(experiment)
+    if experiment.final is not None:
+        import torch
+
+        finished = {}
+        for arm, seed, run_dir in experiment.runs():
+            config = arm_config(experiment, arm, seed, run_dir)
+            done = finished_step(run_dir)
+            if done is not None and done >= config.train.steps:
+                finished[(arm.name, seed)] = (run_dir, config)
+        commands = diagnostic_commands(experiment.final, experiment.reference, finished)
+        try:
+            run_diagnostics(experiment.out, commands, note, torch.get_num_threads())
+        except DiagnosticPaused as paused:
+            write_summary(experiment)
+            raise ExperimentPaused(str(paused)) from paused
     if elsewhere:
         print(f"frost experiment: left to the workers training them: {', '.join(elsewhere)}", file=sys.stderr)
     return write_summary(experiment)
 
 
-def claim_run(path: Path) -> IO[str] | None:
-    """Claim a run for this process, so that several `frost experiment` processes on one file (one per GPU, say)
-    share out its runs: an exclusive `flock` on the claim file `path` (`OUT/claims/ARM-seedS`), held while the file
-    stays open and released by the system when the process ends, however it ends. The file is kept (deleting it could
-    let two workers lock two different files of one name); it names the last holder. Returns the open claim (close it
-    to release), or None when a live worker holds the run."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    claim = path.open("a+")
-    try:
-        fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # another open claim holds it
-        claim.close()
-        return None
-    claim.seek(0)
-    claim.truncate()
-    claim.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}) + "\n")
-    claim.flush()
-    return claim
-
-
 def _records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     rows = runlog.read(run_dir / "metrics.jsonl")
     return [r for r in rows if "reward_mean" in r], [r for r in rows if "val/reward_mean" in r]
-
-
-def mean_ci(values: list[float]) -> dict[str, float]:
-    """Mean, standard error and the half-width of a 95% Student t interval (NaN with fewer than 2 values)."""
-    n = len(values)
-    mean = statistics.fmean(values) if values else float("nan")
-    if n < 2 or any(math.isnan(v) for v in values):  # a metric some run did not log: no interval
-        return {"mean": mean, "se": float("nan"), "ci95": float("nan"), "n": n}
-    se = statistics.stdev(values) / math.sqrt(n)
-    t = T_975[n - 2] if n - 1 <= len(T_975) else 1.96
-    return {"mean": mean, "se": se, "ci95": t * se, "n": n}
 
 
 def best_by_text(run_dir: Path, step: int) -> dict[str, float]:
@@ -270,6 +264,8 @@ def unfinished_runs(experiment: Experiment) -> dict[tuple[str, int], int]:
     last: dict[tuple[str, int], dict[str, Any]] = {}
     step: dict[tuple[str, int], int] = {}
     for event in runlog.read(experiment.out / "progress.jsonl"):
+        if event["event"] not in RUN_EVENTS:
+            continue
         key = (str(event["arm"]), int(event["seed"]))
         last[key] = event
         step[key] = int(event.get("step", 0))
@@ -385,7 +381,10 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
             "paired_at_judge_fwd": paired(experiment, arm, matched="judge_fwd", skip=unfinished),
         }
     in_progress = [{"arm": a, "seed": s, "step": n} for (a, s), n in sorted(unfinished.items())]
-    return {"reference": experiment.reference, "arms": arms, "in_progress": in_progress}
+    summary = {"reference": experiment.reference, "arms": arms, "in_progress": in_progress}
+    if experiment.final is not None:
+        summary["final"] = summarize_final(experiment.out, experiment.reference, [a.name for a in experiment.arms])
+    return summary
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -404,9 +403,9 @@ def markdown(summary: dict[str, Any]) -> str:
         runs = arm["runs"]
         peak = max(arm["curves"], key=lambda s: arm["curves"][s]["best"]["mean"])
         lines.append(
-            f"| {name} | {c['best']['n']} | {last} | {_pm(c['best']['mean'], c['best']['ci95'])} "
+            f"| {name} | {c['best']['n']} | {last} | {pm(c['best']['mean'], c['best']['ci95'])} "
             f"| {arm['curves'][peak]['best']['mean']:.2f} ({peak}) "
-            f"| {_pm(c['mean']['mean'], c['mean']['ci95'])} | {c['entropy']['mean']:.3f} "
+            f"| {pm(c['mean']['mean'], c['mean']['ci95'])} | {c['entropy']['mean']:.3f} "
             f"| {c['zero']['mean']:.2f} | {statistics.fmean(r['judge_fwd_seqs'] for r in runs):.0f} "
             f"| {statistics.fmean(r['wall_s'] for r in runs):.0f} |"
         )
@@ -431,12 +430,9 @@ def markdown(summary: dict[str, Any]) -> str:
             "",
         ]
         lines += _paired_table(matched)
+    if summary.get("final"):
+        lines += final_markdown(summary["final"])
     return "\n".join(lines)
-
-
-def _pm(mean: float, half: float, spec: str = ".2f") -> str:
-    """`mean +- half`, or the mean alone where there is no interval (one seed)."""
-    return f"{mean:{spec}}" if math.isnan(half) else f"{mean:{spec}} +- {half:.2f}"
 
 
 def _paired_table(pairs: list[tuple[str, Any]]) -> list[str]:
@@ -452,9 +448,9 @@ def _paired_table(pairs: list[tuple[str, Any]]) -> list[str]:
         theirs = ", ".join(f"{s} ({n})" for s, n in zip(p.get("reference_steps", []), p.get("reference_judge_fwd", []),
                                                        strict=False))  # fmt: skip
         lines.append(
-            f"| {name} | {p['against']} | {mine} | {theirs} | {p['n']} | {_pm(p['mean'], p['se'], '+.2f')} "
+            f"| {name} | {p['against']} | {mine} | {theirs} | {p['n']} | {pm(p['mean'], p['se'], '+.2f')} "
             f"| {p['wins']} / {p['losses']} / {p['ties']} | {per_seed} ({p['seeds_won']} of {len(p['per_seed'])}) "
-            f"| {_pm(over['mean'], over['ci95'], '+.2f')} |"
+            f"| {pm(over['mean'], over['ci95'], '+.2f')} |"
         )
     return lines
 

@@ -1,0 +1,25 @@
+"""Confidence intervals over a handful of seeds: the mean, its standard error and a Student t interval."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
+"""Two-sided 95% Student t quantiles for 1..15 degrees of freedom (beyond: 1.96)."""
+
+
+def mean_ci(values: list[float]) -> dict[str, float]:
+    """Mean, standard error and the half-width of a 95% Student t interval (NaN with fewer than 2 values)."""
+    n = len(values)
+    mean = statistics.fmean(values) if values else float("nan")
+    if n < 2 or any(math.isnan(v) for v in values):  # a metric some run did not log: no interval
+        return {"mean": mean, "se": float("nan"), "ci95": float("nan"), "n": n}
+    se = statistics.stdev(values) / math.sqrt(n)
+    t = T_975[n - 2] if n - 1 <= len(T_975) else 1.96
+    return {"mean": mean, "se": se, "ci95": t * se, "n": n}
+
+
+def pm(mean: float, half: float, spec: str = ".2f") -> str:
+    """`mean +- half`, or the mean alone where there is no interval (one seed)."""
+    return f"{mean:{spec}}" if math.isnan(half) else f"{mean:{spec}} +- {half:.2f}"
