@@ -141,15 +141,12 @@ def test_a_killed_experiment_resumes_losing_at_most_the_step_in_progress(tmp_pat
     assert run_metrics(killed) == run_metrics(whole)
 
 
-def test_a_stop_signal_pauses_the_experiment_instead_of_starting_the_next_run(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    path = write_experiment(tmp_path, tmp_path / "out")
-    cmd = [sys.executable, "-m", "frost.cli", "experiment", "--no-progress", "--threads", "1", str(path)]
+def stop_when_logged(cmd: list[str], env: dict[str, str], progress: Path, text: str) -> tuple[int, str]:
+    """Start `cmd`, send it SIGTERM once `progress` holds `text`, and return its exit code and standard error."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    progress = tmp_path / "out" / "progress.jsonl"
     try:
         deadline = time.monotonic() + 300
-        while not (progress.is_file() and '"event": "step"' in progress.read_text()):
+        while not (progress.is_file() and text in progress.read_text()):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
@@ -157,8 +154,17 @@ def test_a_stop_signal_pauses_the_experiment_instead_of_starting_the_next_run(tm
     finally:
         if proc.poll() is None:
             proc.kill()
+    return proc.returncode, err
+
+
+def test_a_stop_signal_pauses_the_experiment_instead_of_starting_the_next_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    path = write_experiment(tmp_path, tmp_path / "out")
+    cmd = [sys.executable, "-m", "frost.cli", "experiment", "--no-progress", "--threads", "1", str(path)]
+    progress = tmp_path / "out" / "progress.jsonl"
+    code, err = stop_when_logged(cmd, env, progress, '"event": "step"')
     events = [json.loads(line) for line in progress.read_text().splitlines()]
-    assert proc.returncode == 130 and "paused" in err and "resume" in err
+    assert code == 130 and "paused" in err and "resume" in err
     assert [e["event"] for e in events if e["event"] != "step"] == ["start", "paused"]
     assert len(list((tmp_path / "out" / "runs").iterdir())) == 1  # the next run never started
 
@@ -387,19 +393,9 @@ def test_a_stop_signal_during_a_final_diagnostic_pauses_and_the_same_command_fin
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(spec))
     cmd = [sys.executable, "-m", "frost", "experiment", "--no-progress", "--threads", "1", str(path)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     progress = out / "progress.jsonl"
-    try:
-        deadline = time.monotonic() + 300
-        while not (progress.is_file() and '"diagnostic"' in progress.read_text()):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130 and "paused" in err
+    code, err = stop_when_logged(cmd, env, progress, '"diagnostic"')
+    assert code == 130 and "paused" in err
     folders = sorted((out / "final" / "selection").iterdir())
     assert [f.name for f in folders] == ["grpo-seed0"] and not (folders[0] / "done.json").exists()
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
