@@ -406,3 +406,10 @@ def test_a_stop_signal_during_a_final_diagnostic_pauses_and_the_same_command_fin
     ]  # fmt: skip
     rows = [json.loads(line) for line in (folders[0] / "rows.jsonl").read_text().splitlines()]
     assert sorted(r["prompt"] for r in rows) == [0, 1]  # each prompt once
+
+
+def test_the_shaded_interval_of_a_fraction_stays_between_0_and_1():
+    from frost.experiment_plots import band
+
+    assert band("zero", [0.02, 0.9], [0.1, 0.2]) == ([0.0, pytest.approx(0.7)], [pytest.approx(0.12), 1.0])
+    assert band("best", [-190.0], [2.0]) == ([-192.0], [-188.0])  # unbounded: as computed

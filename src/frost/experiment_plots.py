@@ -15,6 +15,16 @@ PANELS = (
     ("step", "zero", "zero-variance groups", "step"),
     ("step", "copy", "copies of the beginning", "step"),
 )
+BOUNDS = {"entropy": (0.0, math.inf), "zero": (0.0, 1.0), "copy": (0.0, 1.0)}
+"""The range of a bounded metric: its shaded interval (a t interval over few seeds may run past it) is cut to it."""
+
+
+def band(key: str, means: list[float], half: list[float]) -> tuple[list[float], list[float]]:
+    """The shaded interval `mean +- half` of metric `key`, cut to its range (`BOUNDS`)."""
+    low, high = BOUNDS.get(key, (-math.inf, math.inf))
+    lo = [max(m - h, low) for m, h in zip(means, half, strict=True)]
+    hi = [min(m + h, high) for m, h in zip(means, half, strict=True)]
+    return lo, hi
 
 
 def plot_curves(summary: dict[str, Any], path: Path) -> Path:
@@ -37,14 +47,13 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path:
             n = max(p[y_key]["n"] for p in points)
             (line,) = ax.plot(xs, ys, marker="o", markersize=3, label=f"{name} ({n} seed{'s' * (n != 1)})")
             if all(math.isfinite(h) for h in half):
-                lo = [y - h for y, h in zip(ys, half, strict=True)]
-                hi = [y + h for y, h in zip(ys, half, strict=True)]
+                lo, hi = band(y_key, ys, half)
                 ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle("frost experiment: mean over seeds, 95% t interval shaded")
+    fig.suptitle("frost experiment: mean over seeds, 95% t interval shaded (cut to the range of fractions)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
