@@ -377,7 +377,8 @@ def test_final_diagnostics_run_once_per_seed_and_are_summarized_over_seeds(tmp_p
     spec["final"] = {"samples": {"prompts": 1, "samples": 3}}
     path.write_text(yaml.safe_dump(spec))
     assert main(["experiment", str(path), "--no-progress", "--threads", "1"]) == 0
-    assert json.loads((out / "summary.json").read_text())["final"]["samples"]["frost"]["table2"]["prompts"] == 2
+    final = json.loads((out / "summary.json").read_text())["final"]
+    assert final["samples"]["frost"]["table2"]["prompts"] == 2 and not final["selection"]  # only what is asked for
 
 
 def test_a_stop_signal_during_a_final_diagnostic_pauses_and_the_same_command_finishes_it(tmp_path):

@@ -383,7 +383,8 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
     in_progress = [{"arm": a, "seed": s, "step": n} for (a, s), n in sorted(unfinished.items())]
     summary = {"reference": experiment.reference, "arms": arms, "in_progress": in_progress}
     if experiment.final is not None:
-        summary["final"] = summarize_final(experiment.out, experiment.reference, [a.name for a in experiment.arms])
+        names = [a.name for a in experiment.arms]
+        summary["final"] = summarize_final(experiment.final, experiment.out, experiment.reference, names)
     return summary
 
 

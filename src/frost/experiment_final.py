@@ -193,6 +193,7 @@ def run_diagnostics(
             started = folder / "started.json"
             resume = args[1] == "selection" and started.is_file() and json.loads(started.read_text()) == args
             started.write_text(json.dumps(args))
+            (folder / "done.json").unlink(missing_ok=True)  # results of other settings are replaced, not counted
             run = [*args, "--threads", str(threads), "--out", str(folder)] + (["--resume"] if resume else [])
             note({"event": "diagnostic", "diagnostic": f"{rel.parent.name}/{rel.name}", "status": "start"})
             code = _run(run, folder / "log.txt")
@@ -230,12 +231,13 @@ def _run(args: list[str], log: Path) -> int:
     return code
 
 
-def summarize_final(out: Path, reference: str | None, arms: list[str]) -> dict[str, Any]:
-    """Per arm, over the seeds whose diagnostics are done: Table 1 of both players (mean +- 95% t interval over
-    seeds), Table 2 summed over seeds, and each selection rule's lift (the untrained model under "base")."""
+def summarize_final(spec: FinalDiagnostics, out: Path, reference: str | None, arms: list[str]) -> dict[str, Any]:
+    """Per arm, over the seeds whose diagnostics are done (of the kinds `spec` asks for): Table 1 of both players
+    (mean +- 95% t interval over seeds), Table 2 summed over seeds, and each selection rule's lift (the untrained
+    model under "base")."""
     samples: dict[str, Any] = {}
     selection: dict[str, Any] = {}
-    for arm in arms:
+    for arm in arms if spec.samples is not None else []:
         seeds = _done_seeds(out / "final" / "samples", arm)
         if seeds:
             results = [json.loads((folder / "samples.json").read_text()) for _, folder in seeds]
@@ -248,7 +250,7 @@ def summarize_final(out: Path, reference: str | None, arms: list[str]) -> dict[s
                 "arm": {k: mean_ci([t[k] for t in arm_t1]) for k in TABLE1},
                 "table2": {k: sum(r["table2"][k] for r in results) for k in ("prompts", *TABLE2)},
             }
-    for arm in [*arms, "base"]:
+    for arm in [*arms, "base"] if spec.selection is not None else []:
         seeds = _done_seeds(out / "final" / "selection", arm)
         if seeds:
             entries = [json.loads((folder / "summary.json").read_text()) for _, folder in seeds]
