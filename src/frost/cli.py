@@ -199,10 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "experiment",
-        help="arms x seeds of training runs from an experiment file, resumable, with statistics; several processes "
-        "on one file share out its runs",
+        help="arms x seeds of training runs from an experiment file, resumable, with statistics, then the diagnostics "
+        "of its final block at the final checkpoints; several processes on one file share out its work",
     )
-    p.add_argument("file", type=Path, help="experiment file (YAML: out, seeds, set, reference, arms)")
+    p.add_argument("file", type=Path, help="experiment file (YAML: out, seeds, set, reference, arms, final)")
     p.add_argument("--summary-only", action="store_true", help="only rewrite summary.json / summary.md from the runs")
     p.add_argument(
         "--md",
