@@ -414,3 +414,25 @@ def test_the_shaded_interval_of_a_fraction_stays_between_0_and_1():
 
     assert band("zero", [0.02, 0.9], [0.1, 0.2]) == ([0.0, pytest.approx(0.7)], [pytest.approx(0.12), 1.0])
     assert band("best", [-190.0], [2.0]) == ([-192.0], [-188.0])  # unbounded: as computed
+
+
+def test_final_diagnostics_skip_what_another_worker_holds_and_a_failure_is_one_line(tmp_path):
+    from frost.claims import claim
+    from frost.errors import FrostError
+    from frost.experiment_final import is_done, run_diagnostics
+
+    args = ["diagnose", "selection", "--prompts", "1", "--K", "2", "--D", "1", "--rules", "judge-gated",
+            "--data", "handwritten", "--model", "qwen3-tiny-shape", "--device", "cpu"]  # fmt: skip
+    notes: list[dict] = []
+    held = claim(tmp_path / "claims" / "final-selection-a")
+    assert held is not None
+    run_diagnostics(tmp_path, [(Path("selection/a"), args)], notes.append, threads=1)
+    assert notes == [] and not (tmp_path / "final" / "selection" / "a").exists()  # another worker's
+    held.close()
+    run_diagnostics(tmp_path, [(Path("selection/a"), args)], notes.append, threads=1)
+    assert is_done(tmp_path / "final" / "selection" / "a", args)
+    assert [n["status"] for n in notes] == ["start", "done"]
+    bad = [*args[:8], "--rules", "nope", *args[10:]]
+    with pytest.raises(FrostError, match=r"final\.selection b failed \(exit 2\): frost diagnose: error: .*nope"):
+        run_diagnostics(tmp_path, [(Path("selection/b"), bad)], notes.append, threads=1)
+    assert not is_done(tmp_path / "final" / "selection" / "b", bad)
