@@ -25,6 +25,9 @@ finished runs count; unfinished ones (the last event of the run in `progress.jso
 Several processes may run one experiment file at once (one per GPU, or one per core group): each claims a run (an
 exclusive lock on `OUT/claims/ARM-seedS`) before training it and skips runs another live worker holds, so every
 run is trained once; the system releases the lock of a worker that ends, however it ends.
+
+An optional `final` block runs diagnostics at the final checkpoints once a seed's runs are finished (Appendix D of
+each arm against the reference, the selection experiment at every player): `frost.experiment_final`.
 """
 
 from __future__ import annotations
