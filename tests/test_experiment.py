@@ -187,6 +187,7 @@ def test_a_stop_signal_pauses_the_experiment_instead_of_starting_the_next_run(tm
         ),
         ({"out": "x", "arms": {"a": {}}, "final": {"selection": {"tau": 2}}}, "experiment.final.selection.tau"),
         ({"out": "x", "arms": {"a": {}}, "final": {"plots": {}}}, "experiment.final"),
+        ({"out": "x", "arms": {"a": {}}, "final": {"samples": {}}}, "experiment.final.samples"),  # no reference
     ],
 )
 def test_bad_experiment_files_get_one_line(tmp_path, capsys, spec, field):

@@ -151,6 +151,9 @@ def load_experiment(path: str | Path) -> Experiment:
     reference = data.get("reference")
     if reference is not None and reference not in arms_data:
         raise ConfigError(f"experiment.reference: {reference!r} is not an arm ({', '.join(map(str, arms_data))})")
+    final = parse_final(data.get("final"))
+    if final is not None and final.samples is not None and reference is None:
+        raise ConfigError("experiment.final.samples: compares each arm with the reference; name one (reference: ARM)")
     out = data.get("out")
     if not isinstance(out, str) or not out:
         raise ConfigError("experiment.out: give the output folder")
@@ -160,7 +163,7 @@ def load_experiment(path: str | Path) -> Experiment:
         arms=arms,
         overrides=_overrides(data.get("set"), "experiment.set"),
         reference=reference,
-        final=parse_final(data.get("final")),
+        final=final,
     )
 
 
