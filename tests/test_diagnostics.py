@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from conftest import TINY_VOCAB, make_instance
-from frost.diagnostics import markdown_table, mean_se, read_rows, report_text, run_selection, summarize
+from frost.diagnostics import markdown_table, read_rows, report_text, run_selection, summarize
 from frost.judge import Judge
+from frost.stats import mean_se
 
 FORBIDDEN = torch.zeros(TINY_VOCAB, dtype=torch.bool)
 FORBIDDEN[:3] = True

@@ -8,7 +8,6 @@ run per rule and per D. Any difference between rules is due to the ranking alone
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from frost.frost import Candidates, get_rule, replace_with_scores, select_candid
 from frost.games import GameInstance
 from frost.judge import Judge, TaylorResult
 from frost.moves import move_masks
+from frost.stats import mean_se
 from frost.step import shared_prefix_sampler
 
 
@@ -178,18 +178,6 @@ def read_rows(path: Path, *, default_tau: float | None = None) -> list[Selection
             if rows:
                 broken.add(rows[-1].prompt)
     return [r for r in rows if r.prompt not in broken]
-
-
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error of the finite values (NaN, NaN when there are none)."""
-    vals = [v for v in values if math.isfinite(v)]
-    if not vals:
-        return float("nan"), float("nan")
-    mean = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return mean, float("nan")
-    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
-    return mean, math.sqrt(var / len(vals))
 
 
 METRICS = ("best_before", "best_after", "hit_rate", "mean_lift", "frac_replaced")

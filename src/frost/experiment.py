@@ -37,7 +37,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,17 +194,16 @@ def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str
     elsewhere: list[str] = []
     for arm, seed, run_dir in experiment.runs():
         config = arm_config(experiment, arm, seed, run_dir)
-        done = finished_step(run_dir)
-        if done is not None and done >= config.train.steps:
+        if is_finished(run_dir, config.train.steps):
             continue
         claim = claims.claim(experiment.out / "claims" / run_dir.name)
         if claim is None:  # another worker trains it
             elsewhere.append(f"{arm.name} seed {seed}")
             continue
         try:
-            done = finished_step(run_dir)  # again: a worker may have finished it between the first look and the claim
-            if done is not None and done >= config.train.steps:
+            if is_finished(run_dir, config.train.steps):  # again: a worker may have finished it since the first look
                 continue
+            done = finished_step(run_dir)
             note({"arm": arm.name, "seed": seed, "event": "resume" if done else "start", "step": done or 0})
             trainer = Trainer(config, resume=done is not None, overwrite=done is None)
 
@@ -225,23 +224,33 @@ def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str
             claim.close()
         write_summary(experiment)
     if experiment.final is not None:
-        import torch
-
-        finished = {}
-        for arm, seed, run_dir in experiment.runs():
-            config = arm_config(experiment, arm, seed, run_dir)
-            done = finished_step(run_dir)
-            if done is not None and done >= config.train.steps:
-                finished[(arm.name, seed)] = (run_dir, config)
-        commands = diagnostic_commands(experiment.final, experiment.reference, finished)
-        try:
-            run_diagnostics(experiment.out, commands, note, torch.get_num_threads())
-        except DiagnosticPaused as paused:
-            write_summary(experiment)
-            raise ExperimentPaused(str(paused)) from paused
+        _run_final(experiment, experiment.final, note)
     if elsewhere:
         print(f"frost experiment: left to the workers training them: {', '.join(elsewhere)}", file=sys.stderr)
     return write_summary(experiment)
+
+
+def is_finished(run_dir: Path, steps: int) -> bool:
+    """Whether a run's latest checkpoint has reached `steps`."""
+    done = finished_step(run_dir)
+    return done is not None and done >= steps
+
+
+def _run_final(experiment: Experiment, final: FinalDiagnostics, note: Callable[[dict[str, Any]], None]) -> None:
+    """The final diagnostics that the finished runs allow (`frost.experiment_final`); a stop signal pauses."""
+    import torch
+
+    finished = {}
+    for arm, seed, run_dir in experiment.runs():
+        config = arm_config(experiment, arm, seed, run_dir)
+        if is_finished(run_dir, config.train.steps):
+            finished[(arm.name, seed)] = (run_dir, config)
+    commands = diagnostic_commands(final, experiment.reference, finished)
+    try:
+        run_diagnostics(experiment.out, commands, note, torch.get_num_threads())
+    except DiagnosticPaused as paused:
+        write_summary(experiment)
+        raise ExperimentPaused(str(paused)) from paused
 
 
 def _records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -1,9 +1,11 @@
-"""Confidence intervals over a handful of seeds: the mean, its standard error and a Student t interval."""
+"""Means with their standard errors: over prompts (`mean_se`), and over a handful of seeds with a Student t interval
+(`mean_ci`)."""
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
 """Two-sided 95% Student t quantiles for 1..15 degrees of freedom (beyond: 1.96)."""
@@ -23,3 +25,15 @@ def mean_ci(values: list[float]) -> dict[str, float]:
 def pm(mean: float, half: float, spec: str = ".2f") -> str:
     """`mean +- half`, or the mean alone where there is no interval (one seed)."""
     return f"{mean:{spec}}" if math.isnan(half) else f"{mean:{spec}} +- {half:.2f}"
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the finite values (NaN, NaN when there are none)."""
+    vals = [v for v in values if math.isfinite(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    mean = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return mean, float("nan")
+    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
+    return mean, math.sqrt(var / len(vals))
