@@ -65,9 +65,9 @@ def test_frost_step_feeds_the_post_replacement_group_to_the_loss(tmp_path, embed
         seen["records"].extend(records)
         return records
 
-    def spy_loss(policy, reference, moves, rewards, beta, mask=None):
+    def spy_loss(policy, reference, moves, rewards, beta, mask=None, **kwargs):
         seen["loss_inputs"].append((moves.clone(), rewards.clone()))
-        return real_loss(policy, reference, moves, rewards, beta, mask=mask)
+        return real_loss(policy, reference, moves, rewards, beta, mask=mask, **kwargs)
 
     monkeypatch.setattr(step_module, "frost_step_batch", spy_step)
     monkeypatch.setattr(step_module, "grpo_loss", spy_loss)

@@ -275,12 +275,26 @@ class Arm:
     K: int
     rule: str = "taylor-gated"
     naive: bool = False
+    rounds: int = 1
+    """Frost rounds per step (`frost.rounds`)."""
+    epochs: int = 1
+    """Updates per batch (`train.epochs`); above 1 the loss is ppo-clip."""
 
     @property
     def label(self) -> str:
+        extra = (f" rounds={self.rounds}" if self.rounds > 1 else "") + (
+            f" ppo-clip epochs={self.epochs}" if self.epochs > 1 else ""
+        )
         if self.algorithm == "grpo":
-            return f"GRPO K={self.K}"
-        return f"Frost K={self.K} {self.rule}" + (" (naive path)" if self.naive else "")
+            return f"GRPO K={self.K}{extra}"
+        return f"Frost K={self.K} {self.rule}{extra}" + (" (naive path)" if self.naive else "")
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """The config values this arm sets beyond the algorithm, K and rule."""
+        out: dict[str, dict[str, Any]] = {"frost": {"rounds": self.rounds}, "train": {"epochs": self.epochs}}
+        if self.epochs > 1:
+            out["train"]["loss"] = "ppo-clip"
+        return out
 
 
 class _SlotMask:
@@ -356,6 +370,15 @@ def default_arms(k: int, rules: Sequence[str] = ("taylor-gated", "judge-gated"),
     arms = [Arm("frost", k, r) for r in rules] + [Arm("grpo", k), Arm("grpo", 2 * k)]
     if naive:
         arms.append(Arm("frost", k, rules[0], naive=True))
+    return arms
+
+
+def option_arms(k: int, rules: Sequence[str] = ("taylor-gated", "judge-gated"), D: int | None = None) -> list[Arm]:
+    """The step cost of the training options: GRPO at 2K with 1 and 2 ppo-clip updates, and each Frost rule at K
+    with 1, 2 and 3 rounds (D fixed by the caller's `frost.D`) and with 2 ppo-clip updates."""
+    arms = [Arm("grpo", 2 * k), Arm("grpo", 2 * k, epochs=2)]
+    for rule in rules:
+        arms += [Arm("frost", k, rule, rounds=r) for r in (1, 2, 3)] + [Arm("frost", k, rule, epochs=2)]
     return arms
 
 
@@ -437,7 +460,7 @@ def bench_training(
                     "fsdp_shards": fsdp_shards,
                 },
                 "game": {"kind": game, "move_length": L, **(game_params or {})},
-                "frost": {"rule": arm.rule},
+                "frost": {"rule": arm.rule, **arm.sections()["frost"]},
                 "optim": {"lr": 1e-4},
                 "data": {"source": "handwritten", "validation_size": 0},
                 "train": {
@@ -445,6 +468,7 @@ def bench_training(
                     "K": arm.K,
                     "batch_size": batch_size,
                     "steps": steps + 1,
+                    **arm.sections()["train"],
                     "val_every": 0,
                     "checkpoint_every": 0,
                     "run_dir": f"{tmp}/arm-{n}",
@@ -471,6 +495,7 @@ def bench_training(
             step_s = [r["time/step_s"] for r in records]
             median = statistics.median(step_s)
             fwd, bwd = records[0]["judge_fwd_seqs"], records[0]["judge_bwd_seqs"]
+            judge_seqs = [(r["judge_fwd_seqs"], r["judge_bwd_seqs"]) for r in records]
             flops = step_flops(
                 shape, B=batch_size, K=arm.K, L=L, prompt=len(inst.prompt_ids), judge_len=inst.max_judge_length,
                 judge_fwd=fwd, judge_bwd=bwd,
@@ -482,6 +507,8 @@ def bench_training(
                     "K": arm.K,
                     "rule": arm.rule if arm.algorithm == "frost" else None,
                     "naive": arm.naive,
+                    "rounds": arm.rounds,
+                    "epochs": arm.epochs,
                     "B": batch_size,
                     "L": L,
                     **{p: statistics.median(r[p] for r in records) for p in PHASES},
@@ -495,6 +522,8 @@ def bench_training(
                     "decode": decode,
                     "judge_fwd_seqs": fwd,
                     "judge_bwd_seqs": bwd,
+                    "judge_fwd_seqs_mean": statistics.fmean(f for f, _ in judge_seqs),
+                    "judge_bwd_seqs_mean": statistics.fmean(b for _, b in judge_seqs),
                     "peak_memory_bytes": peak,
                     "step_flops": flops,
                     "achieved_flops": flops / median,
@@ -508,9 +537,11 @@ def bench_training(
 def training_ratios(arms: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Wall-time ratios of median step times: Frost at K vs GRPO at 2K (named `frost_k4_vs_grpo_k8` at K=4),
     Frost vs GRPO at the same K, and the naive path vs Frost; one entry per Frost rule, the first rule also under
-    the plain names."""
+    the plain names. Arms with more rounds or updates per step give `rounds{R}_vs_rounds1[RULE]` and
+    `epochs{E}_vs_epochs1[LABEL]` against the same arm at one round and one update."""
+    ratios = option_ratios(arms)
+    arms = [a for a in arms if a.get("rounds", 1) == 1 and a.get("epochs", 1) == 1]
     by = {(a["algorithm"], a["K"], a["rule"], a["naive"]): a["time/step_s"] for a in arms}
-    ratios: dict[str, float] = {}
     frost = [a for a in arms if a["algorithm"] == "frost" and not a["naive"]]
     for i, a in enumerate(frost):
         k, rule, t = a["K"], a["rule"], a["time/step_s"]
@@ -525,6 +556,26 @@ def training_ratios(arms: Sequence[dict[str, Any]]) -> dict[str, float]:
             ratios[f"{name}[{rule}]"] = value
             if i == 0:
                 ratios[name] = value
+    return ratios
+
+
+def option_ratios(arms: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Step time of each arm with R > 1 rounds or E > 1 updates over the same arm with one of each."""
+    plain = {
+        (a["algorithm"], a["K"], a["rule"], a["naive"]): a["time/step_s"]
+        for a in arms
+        if a.get("rounds", 1) == 1 and a.get("epochs", 1) == 1
+    }
+    ratios: dict[str, float] = {}
+    for a in arms:
+        base = plain.get((a["algorithm"], a["K"], a["rule"], a["naive"]))
+        if base is None:
+            continue
+        name = a["rule"] if a["algorithm"] == "frost" else f"grpo-k{a['K']}"
+        if a.get("rounds", 1) > 1:
+            ratios[f"rounds{a['rounds']}_vs_rounds1[{name}]"] = a["time/step_s"] / base
+        if a.get("epochs", 1) > 1:
+            ratios[f"epochs{a['epochs']}_vs_epochs1[{name}]"] = a["time/step_s"] / base
     return ratios
 
 
@@ -548,7 +599,7 @@ def training_markdown(result: dict[str, Any]) -> str:
             f"| {a['label']} | {a['time/step_s']:.1f} [{a['min_step_s']:.1f}-{a['max_step_s']:.1f}] "
             f"| {a['time/sample_s']:.2f} | {a['time/judge_pass_s']:.2f} | {a['time/select_s']:.2f} "
             f"| {a['time/children_s']:.2f} | {a['time/policy_s']:.2f} | {a['time/reference_s']:.2f} "
-            f"| {a['time/optim_s']:.2f} | {a['judge_fwd_seqs']} / {a['judge_bwd_seqs']} | {a['tokens_per_s']:,.0f} "
+            f"| {a['time/optim_s']:.2f} | {_seqs(a)} | {a['tokens_per_s']:,.0f} "
             f"| {a['peak_memory_bytes'] / gib:.2f} | {a['step_flops'] / 1e9:,.0f} "
             f"| {100 * a['frac_of_matmul_peak']:.0f}% |"
         )
@@ -557,3 +608,13 @@ def training_markdown(result: dict[str, Any]) -> str:
         if "[" in name:
             lines.append(f"- `{name}` = {value:.2f}")
     return "\n".join(lines)
+
+
+def _seqs(arm: dict[str, Any]) -> str:
+    """Judge forward / backward sequences of a step: the first timed step's, or the mean over the timed steps when
+    they vary (Frost rounds stop early on texts whose round replaced nothing)."""
+    fwd = arm.get("judge_fwd_seqs_mean", arm["judge_fwd_seqs"])
+    bwd = arm.get("judge_bwd_seqs_mean", arm["judge_bwd_seqs"])
+    if fwd == arm["judge_fwd_seqs"] and bwd == arm["judge_bwd_seqs"]:
+        return f"{arm['judge_fwd_seqs']} / {arm['judge_bwd_seqs']}"
+    return f"{fwd:.1f} / {bwd:.1f} (mean)"

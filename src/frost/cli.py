@@ -127,6 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, help="folder for rows.jsonl, summary.json, table.md and figures")
     d.add_argument("--resume", action="store_true", help="keep --out's rows.jsonl and run only the missing prompts")
     _add_model_args(d)
+    d = dsub.add_parser(
+        "rounds", help="Frost rounds 1..R on the same sampled groups: lift of best-of-K against judge forwards"
+    )
+    d.add_argument("--data", default="embedded", help="documents: a built-in set, 'cosmopedia', or a file or folder")
+    d.add_argument("--field", default="text", help="text field of .jsonl/.parquet documents")
+    d.add_argument("--prompts", type=int, default=16, help="number of documents (prompts) used")
+    d.add_argument("--K", type=int, default=4, help="moves sampled per prompt")
+    d.add_argument("--D", type=int, default=4, help="candidates scored exactly per round")
+    d.add_argument("--rounds", type=int, default=3, help="Frost rounds")
+    _add_game_args(d)
+    d.add_argument("--rules", default="taylor-gated,judge-gated", help="comma-separated rules")
+    d.add_argument("--tau", type=float, default=1e-4, help="probability gate")
+    d.add_argument("--rank-by", default="reward", help="reward (the paper) or lift")
+    d.add_argument("--checkpoint", type=Path, help="player: a run folder or checkpoint (default: the base model)")
+    d.add_argument("--seed", type=int, default=0, help="random seed")
+    d.add_argument("--out", type=Path, help="folder for rows.jsonl, summary.json and table.md")
+    _add_model_args(d)
     d = dsub.add_parser("samples", help="Appendix D tables: two trained players on the same validation prompts")
     d.add_argument("run_a", type=Path, help="player A: a run folder (its latest checkpoint) or a checkpoint folder")
     d.add_argument("run_b", type=Path, help="player B: a run folder or a checkpoint folder")
@@ -186,7 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (steps) after one warm-up")
     p.add_argument("--core-K", type=int, default=8, help="moves per prompt of the core-operation bench")
     p.add_argument("--D", type=int, default=64, help="candidates of the core bench's top-D and exact scoring")
-    p.add_argument("--only", choices=["all", "core", "steps", "memory-plan"], default="all", help="which sections")
+    p.add_argument(
+        "--only",
+        choices=["all", "core", "steps", "options", "memory-plan"],
+        default="all",
+        help="which sections (options: the step cost of Frost rounds 1/2/3 and of 2 ppo-clip updates; not in all)",
+    )
+    p.add_argument("--frost-D", type=int, help="frost.D of the step and options benches (default: K)")
     p.add_argument(
         "--fsdp-shards",
         type=int,
@@ -417,28 +440,13 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_diagnose(args: argparse.Namespace) -> int:
-    if args.diagnostic == "samples":
-        return _diagnose_samples(args)
+def _diagnose_players(args: argparse.Namespace) -> tuple[Any, Any, Any, list[Any], Any, Any]:
+    """The model, player (the base or --checkpoint's adapter), judge (the base), the first --prompts game
+    instances of --data, the forbidden-token mask and the game, for the diagnostics over a fixed player."""
     from frost.data import read_documents
-    from frost.diagnostics import SelectionRow, read_rows, report_text, run_selection, summarize
-    from frost.frost import RULES, check_rank_by, check_tau, get_rule
     from frost.judge import Judge
     from frost.models import forbidden_token_mask
-    from frost.selection_plots import write_figures
 
-    rules = list(RULES) if args.rules == "all" else [r.strip() for r in args.rules.split(",") if r.strip()]
-    for r in rules:
-        get_rule(r)
-    check_rank_by(args.rank_by)
-    if not args.tau:
-        raise ConfigError("--tau: give at least one gate, e.g. --tau 1e-4")
-    for t in args.tau:
-        check_tau(t)
-    if not args.K or min(args.K) < 1 or args.prompts < 1:
-        raise ConfigError("--K and --prompts must be >= 1")
-    if not args.D or min(args.D) < 0:
-        raise ConfigError(f"--D must be a list of budgets >= 0, got {args.D}")
     if args.checkpoint is not None:
         from frost.checkpoint import resolve_checkpoint
 
@@ -454,9 +462,68 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     docs = read_documents(args.data, field=args.field, limit=args.prompts * 4)
     game = _game(args, lm.tokenizer)
     instances, _ = game.instances(docs)
-    instances = instances[: args.prompts]
     vocab = lm.model.get_input_embeddings().weight.shape[0]
     forbidden = forbidden_token_mask(lm.tokenizer, vocab, lm.device)
+    return lm, player, judge, instances[: args.prompts], forbidden, game
+
+
+def _diagnose_rounds(args: argparse.Namespace) -> int:
+    """`frost diagnose rounds`."""
+    from frost.frost import check_rank_by, check_tau, get_rule
+    from frost.rounds_diagnostic import rounds_markdown, run_rounds, summarize_rounds, write_rounds
+
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    if not rules:
+        raise ConfigError("--rules: give at least one Frost rule")
+    for r in rules:
+        get_rule(r)
+    check_rank_by(args.rank_by)
+    check_tau(args.tau)
+    for name in ("K", "prompts", "rounds"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.D < 0:
+        raise ConfigError(f"--D must be >= 0, got {args.D}")
+    _, player, judge, instances, forbidden, _ = _diagnose_players(args)
+
+    def on_rows(rows: list[Any]) -> None:
+        print(f"  prompt {rows[0].prompt + 1}/{len(instances)} done", file=sys.stderr, flush=True)
+
+    rows = run_rounds(
+        judge, player, instances, seed=args.seed, on_rows=on_rows, rules=rules, K=args.K, D=args.D,
+        rounds=args.rounds, tau=args.tau, forbidden=forbidden, rank_by=args.rank_by,
+    )  # fmt: skip
+    summary = summarize_rounds(rows)
+    text = rounds_markdown(summary, prompts=len(instances), K=args.K, D=args.D)
+    print(text)
+    if args.out:
+        write_rounds(rows, summary, text, args.out)
+        print(f"written: {args.out}")
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    if args.diagnostic == "samples":
+        return _diagnose_samples(args)
+    if args.diagnostic == "rounds":
+        return _diagnose_rounds(args)
+    from frost.diagnostics import SelectionRow, read_rows, report_text, run_selection, summarize
+    from frost.frost import RULES, check_rank_by, check_tau, get_rule
+    from frost.selection_plots import write_figures
+
+    rules = list(RULES) if args.rules == "all" else [r.strip() for r in args.rules.split(",") if r.strip()]
+    for r in rules:
+        get_rule(r)
+    check_rank_by(args.rank_by)
+    if not args.tau:
+        raise ConfigError("--tau: give at least one gate, e.g. --tau 1e-4")
+    for t in args.tau:
+        check_tau(t)
+    if not args.K or min(args.K) < 1 or args.prompts < 1:
+        raise ConfigError("--K and --prompts must be >= 1")
+    if not args.D or min(args.D) < 0:
+        raise ConfigError(f"--D must be a list of budgets >= 0, got {args.D}")
+    _, player, judge, instances, forbidden, game = _diagnose_players(args)
     done: list[SelectionRow] = []
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -613,6 +680,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from frost import distributed
 
     world = distributed.world_from_env()
+    if args.frost_D is not None and args.frost_D < 0:
+        raise ConfigError(f"--frost-D must be >= 0, got {args.frost_D}")
     if world.active and args.only != "steps":
         raise ConfigError("--only: under torchrun frost bench times training steps only; add --only steps")
     if args.fsdp_shards < 1:
@@ -628,7 +697,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace, rules: list[str], world: Any) -> int:
     """`frost bench` after its arguments were checked; under torchrun rank 0 alone prints and writes."""
-    from frost.bench import bench_training, default_arms, markdown, run_bench, training_markdown, write_section
+    from frost.bench import (
+        bench_training,
+        default_arms,
+        markdown,
+        option_arms,
+        run_bench,
+        training_markdown,
+        write_section,
+    )
+
+    frost_d = {"frost": {"D": args.frost_D}} if args.frost_D is not None else None
 
     say = print if world.is_main else (lambda *a, **k: None)
     result: dict[str, Any] = {"ratios": {}}
@@ -654,6 +733,7 @@ def _bench(args: argparse.Namespace, rules: list[str], world: Any) -> int:
                         args.model, K=k, L=length, batch_size=b, steps=args.repeats,
                         arms=default_arms(k, rules, naive=not args.no_naive), device=args.device, dtype=args.dtype,
                         game=args.game, random_weights=args.random_weights, fsdp_shards=args.fsdp_shards,
+                        overrides=frost_d,
                     )  # fmt: skip
                     result["steps"].append(steps)
                     sections.append(training_markdown(steps))
@@ -664,6 +744,22 @@ def _bench(args: argparse.Namespace, rules: list[str], world: Any) -> int:
             return 0
         section = "training" if args.game == "infilling" else f"training-{Path(args.game).stem}"
         write_section(args.out, section, "\n\n".join(sections))
+    if args.only == "options":
+        result["options"] = []
+        sections = []
+        for k in args.K:
+            steps = bench_training(
+                args.model, K=k, L=args.L[0], batch_size=args.B[0], steps=args.repeats, arms=option_arms(k, rules),
+                device=args.device, dtype=args.dtype, game=args.game, random_weights=args.random_weights,
+                overrides=frost_d,
+            )  # fmt: skip
+            result["options"].append(steps)
+            sections.append(training_markdown(steps))
+            say(sections[-1], flush=True)
+            result["ratios"].update(steps["ratios"])
+        if not world.is_main:
+            return 0
+        write_section(args.out, "training-options", "\n\n".join(sections))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     print(f"\nwritten to {args.out}" + (f" and {args.json}" if args.json else ""))

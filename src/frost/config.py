@@ -103,6 +103,10 @@ class FrostConfig:
     rank_by: str = "reward"
     """Ranking of rules that estimate rewards: `reward` = the child's estimated reward a(k, j, v) = R(y_k) + change
     (the paper's Algorithm 1), `lift` = the estimated change alone."""
+    rounds: int = 1
+    """Proposal+replacement rounds per training step (the paper: 1). Round r + 1 proposes on round r's replaced
+    group: a new judge pass (with the backward when the rule uses the gradient), D more children scored, and one
+    player forward per replaced move for the gate; every pass is counted in the step's compute."""
 
 
 @dataclass
@@ -133,6 +137,20 @@ class TrainConfig:
     steps: int = 100
     beta: float = 0.1
     """KL coefficient."""
+    advantage: str = "mean"
+    """How a group's rewards become advantages: mean (r - mean(r), the paper), std ((r - mean) / (std + 1e-6), the
+    original GRPO), rloo (r minus the mean of the other K-1), passk (the best move gets r_max - r_second_max, the
+    rest 0: verl's grpo_passk). README, "Losses"."""
+    loss: str = "reinforce"
+    """The policy term: reinforce (-A log pi(y), the paper) or ppo-clip (the clipped importance ratio against the
+    sampling policy, per token)."""
+    epochs: int = 1
+    """Optimizer updates per batch of moves (ppo-clip only above 1): each update runs the loss again on the same
+    groups, against the sampling policy's log-probabilities kept from the first."""
+    clip_low: float = 0.2
+    """ppo-clip: the ratio is clipped below at 1 - clip_low."""
+    clip_high: float = 0.2
+    """ppo-clip: the ratio is clipped above at 1 + clip_high (DAPO's clip-higher: 0.28)."""
     temperature: float = 1.0
     """Sampling temperature (on-policy: 1.0)."""
     seed: int = 0
@@ -193,6 +211,7 @@ class Config:
             raise ConfigError(f"train.beta must be a finite number >= 0, got {t.beta}")
         if not (math.isfinite(t.temperature) and t.temperature > 0):
             raise ConfigError(f"train.temperature must be a finite number > 0, got {t.temperature}")
+        _check_loss(t)
         if not g.kind:
             raise ConfigError("game.kind is missing: a built-in game (infilling, reverse, title, ...) or a game file")
         resolve_spec(g.kind, g.params())
@@ -201,6 +220,7 @@ class Config:
         check_rank_by(self.frost.rank_by)
         if self.frost.D is not None:
             _at_least("frost.D", self.frost.D, 0)
+        _at_least("frost.rounds", self.frost.rounds, 1)
         if not (math.isfinite(o.lr) and o.lr > 0):
             raise ConfigError(f"optim.lr must be a finite number > 0, got {o.lr}")
         if not (math.isfinite(o.eps) and o.eps > 0):
@@ -225,6 +245,28 @@ class Config:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _check_loss(t: TrainConfig) -> None:
+    """The advantage, loss and epochs fields (`frost.grpo`)."""
+    from frost.grpo import ADVANTAGES, LOSSES
+
+    if t.advantage not in ADVANTAGES:
+        raise ConfigError(f"train.advantage must be one of {', '.join(ADVANTAGES)}; got {t.advantage!r}")
+    if t.advantage != "mean" and t.K < 2:
+        raise ConfigError(f"train.advantage {t.advantage} needs at least 2 moves per group: set train.K >= 2")
+    if t.loss not in LOSSES:
+        raise ConfigError(f"train.loss must be one of {', '.join(LOSSES)}; got {t.loss!r}")
+    _at_least("train.epochs", t.epochs, 1)
+    if t.epochs > 1 and t.loss != "ppo-clip":
+        raise ConfigError(
+            "train.epochs above 1 needs train.loss: ppo-clip (REINFORCE has no ratio to correct for the updated "
+            "policy); set train.loss=ppo-clip or train.epochs=1"
+        )
+    if not (math.isfinite(t.clip_low) and 0 < t.clip_low < 1):
+        raise ConfigError(f"train.clip_low must lie in (0, 1), got {t.clip_low}")
+    if not (math.isfinite(t.clip_high) and t.clip_high > 0):
+        raise ConfigError(f"train.clip_high must be a finite number > 0, got {t.clip_high}")
 
 
 def _at_least(name: str, value: int, low: int) -> None:

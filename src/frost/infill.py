@@ -1,5 +1,5 @@
 """Inference on any game: the best move for one game instance, by sampling K moves and refining them with Frost
-rounds (each round is `frost.frost_step`, the same code that trains)."""
+rounds (`frost.step.frost_rounds`, the same code that trains with `frost.rounds`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from typing import Any
 
 import torch
 
-from frost.frost import FrostRecord, frost_step
+from frost.frost import FrostInput, FrostRecord
 from frost.games import GameInstance
 from frost.judge import Judge
 from frost.moves import move_masks
-from frost.sampling import player_logprobs
-from frost.step import shared_prefix_sampler
+from frost.step import GroupSettings, frost_rounds, shared_prefix_sampler
 
 
 @dataclass
@@ -47,24 +46,23 @@ def infill(
     """Sample K moves, then run `rounds` Frost proposal+replacement rounds on the group.
 
     `forbidden` [V] are the model's forbidden tokens (`frost.models.forbidden_token_mask`); the game instance adds
-    its own. Each round re-reads the player's distributions for the current group (one forward) so the gate sees the
-    prefixes the mutated moves now have. The group never gets worse: replacement only accepts strict improvements.
+    its own. Each round re-reads the player's distributions of the moves the last round replaced (one forward) so the
+    gate sees the prefixes the mutated moves now have; rounds stop when one replaces nothing (deterministic rules).
+    The group never gets worse: replacement only accepts strict improvements.
     """
     masks = move_masks(inst, forbidden)
     sampled = shared_prefix_sampler(player, [inst], K, [masks], temperature, generator)[0]
-    moves, dists = sampled.moves, sampled.logprobs
-    history: list[FrostRecord] = []
-    rewards = judge.rewards(inst, moves)
+    moves, rewards = sampled.moves, judge.rewards(inst, sampled.moves)
     initial_best = float(rewards.max())
-    for _ in range(rounds):
-        rec = frost_step(
-            judge, inst, moves, dists, rule=rule, budget=D, tau=tau, forbidden=masks.content, generator=generator,
-            rank_by=rank_by,
+    history: list[FrostRecord] = []
+    if rounds > 0:
+        settings = GroupSettings(
+            algorithm="frost", K=K, rule=rule, budget=D, tau=tau, rank_by=rank_by, temperature=temperature,
+            rounds=rounds,
         )  # fmt: skip
-        history.append(rec)
-        moves, rewards = rec.moves, rec.rewards
-        if rec.frac_replaced == 0.0:
-            break
-        dists = player_logprobs(player, inst.prompt_ids, moves, temperature=temperature, forbidden=masks.sampling)
+        text = FrostInput(inst, sampled.moves, sampled.logprobs, masks.content)
+        groups, _ = frost_rounds(player, judge, [text], settings, sampling_masks=[masks.sampling], generator=generator)
+        history = groups[0]
+        moves, rewards = history[-1].moves, history[-1].rewards
     order = torch.argsort(rewards, descending=True)
     return InfillResult(moves=moves[order], rewards=rewards[order], initial_best=initial_best, rounds=history)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import torch
@@ -23,11 +23,12 @@ import torch
 from frost.errors import ConfigError, FrostError
 from frost.frost import FrostInput, FrostRecord, frost_step_batch
 from frost.games import GameInstance
-from frost.grpo import LossTerms, grpo_loss
+from frost.grpo import LossSettings, LossTerms, grpo_loss
 from frost.judge import Judge
 from frost.moves import MoveMasks, decision_mask, move_masks
 from frost.phases import NoTimer, PhaseTimer
-from frost.sampling import SampledMoves, policy_distributions_batch, sample_moves_batch
+from frost.rules import get_rule
+from frost.sampling import SampledMoves, player_logprobs, policy_distributions_batch, sample_moves_batch
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 """One random generator for all texts, or one per text (a text's draws then depend on nothing else)."""
@@ -60,6 +61,10 @@ class GroupSettings:
     text_batch: int = 0
     """Texts run together in each phase (0: all the texts of the step; 1: one at a time); `step_loss` lowers it
     for good when the loss runs out of memory."""
+    rounds: int = 1
+    """Frost proposal+replacement rounds per step; each later round proposes again on the replaced group."""
+    loss: LossSettings = field(default_factory=LossSettings)
+    """The advantage estimator and the policy term (`frost.grpo`)."""
 
 
 class Sampler(Protocol):
@@ -129,9 +134,16 @@ class GroupRecord:
     """[K] the exact rewards of the sampled moves."""
     masks: MoveMasks
     frost: FrostRecord | None = None
-    """Frost's proposal and replacement (None for GRPO)."""
+    """Frost's first round of proposal and replacement (None for GRPO)."""
+    frost_rounds: list[FrostRecord] = field(default_factory=list)
+    """Every Frost round this text ran, in order (the first is `frost`; a round that replaced nothing ends a
+    deterministic rule's rounds early)."""
     loss: LossTerms | None = None
-    """Filled by `group_loss`."""
+    """Filled by `group_loss` (the step's first update)."""
+    old_logprobs: torch.Tensor | None = None
+    """[K, L] ppo-clip's log pi_old(y_k[j]): the sampling policy's, kept from the step's first update."""
+    clip_fracs: list[float] = field(default_factory=list)
+    """ppo-clip: each update's clipped fraction."""
     player_fwd_seqs: int = 0
     player_bwd_seqs: int = 0
     tokens: int = 0
@@ -140,15 +152,95 @@ class GroupRecord:
     def metrics(self) -> dict[str, float]:
         """Scalars of this group (Frost's under `frost/`)."""
         out = {"parent_mean": float(self.parent_rewards.mean())}
-        if self.frost is not None:
+        if self.frost is not None and len(self.frost_rounds) <= 1:
             out |= {
                 "frost/hit_rate": self.frost.hit_rate,
                 "frost/mean_lift": self.frost.mean_lift,
                 "frost/frac_replaced": self.frost.frac_replaced,
+                "frost/rounds": 1.0,
             }
+        elif self.frost is not None:
+            out |= pooled_round_metrics(self.frost_rounds)
         if self.loss is not None:
             out |= {"loss": float(self.loss.loss.detach()), "kl": self.loss.kl, "entropy": self.loss.entropy}
         return out
+
+
+def pooled_round_metrics(rounds: Sequence[FrostRecord]) -> dict[str, float]:
+    """Frost's metrics over several rounds of one text: the hit rate and mean lift pooled over every round's
+    children, the fraction of the sampled moves replaced in any round, and the rounds run."""
+    hits = torch.cat([r.hits for r in rounds])
+    lifts = torch.cat([r.child_rewards - r.parent_rewards[r.candidates.parent] for r in rounds])
+    replaced = torch.stack([r.chosen >= 0 for r in rounds]).any(0)
+    return {
+        "frost/hit_rate": float(hits.float().mean()) if len(hits) else float("nan"),
+        "frost/mean_lift": float(lifts[hits].mean()) if bool(hits.any()) else float("nan"),
+        "frost/frac_replaced": float(replaced.float().mean()),
+        "frost/rounds": float(len(rounds)),
+    }
+
+
+def frost_rounds(
+    player: Any,
+    judge: Judge,
+    texts: Sequence[FrostInput],
+    settings: GroupSettings,
+    *,
+    sampling_masks: Sequence[torch.Tensor],
+    generator: Generators = None,
+    timer: PhaseTimer | None = None,
+    on_round: Callable[[int], None] | None = None,
+) -> tuple[list[list[FrostRecord]], list[int]]:
+    """`settings.rounds` Frost rounds (Algorithm 1 lines 3-7, `frost_step_batch`) on each text's group: round r + 1
+    proposes on round r's replaced group, with a new judge pass (and backward, when the rule needs the gradient).
+    The gate and the prior read the player's distributions: a move replaced in the last round gets them from one
+    player forward over prompt + move (`sampling_masks`: each text's [L, V] or [V] sampling mask), the others keep
+    theirs. A text whose round replaced nothing stops, unless its rule is random (a deterministic rule would
+    propose the same children again). `on_round(r)` is called after round r (1-based) has run on every text still
+    going (e.g. to read the judge's counters). Returns each text's rounds and the player sequences re-read per
+    text."""
+    timer = timer or NoTimer()
+    spec = get_rule(settings.rule)
+    per_text = generator is not None and not isinstance(generator, torch.Generator)
+    gens: list[Any] = list(generator) if per_text else [generator] * len(texts)  # type: ignore[arg-type]
+
+    def run(batch: list[FrostInput], batch_gens: list[Any]) -> list[FrostRecord]:
+        return frost_step_batch(
+            judge, batch, rule=settings.rule, budget=settings.budget, tau=settings.tau,
+            generator=batch_gens if per_text else generator, rank_by=settings.rank_by, timer=timer,
+        )  # fmt: skip
+
+    history = [[rec] for rec in run(list(texts), gens)]
+    reads_player = spec.gated or "P" in spec.signals
+    if on_round is not None:
+        on_round(1)
+    current = list(texts)
+    reread = [0] * len(texts)
+    for round_number in range(2, settings.rounds + 1):
+        again = [n for n, h in enumerate(history) if h[-1].frac_replaced > 0 or not spec.signals]
+        if not again:
+            break
+        inputs = []
+        for n in again:
+            last, text = history[n][-1], current[n]
+            dists = text.player_logprobs
+            changed = torch.nonzero(last.chosen >= 0).squeeze(1)
+            if dists is not None and reads_player and len(changed):
+                with timer.phase("select"):
+                    fresh = player_logprobs(
+                        player, text.inst.prompt_ids, last.moves[changed], temperature=settings.temperature,
+                        forbidden=sampling_masks[n],
+                    )  # fmt: skip
+                dists = dists.clone()
+                dists[changed] = fresh.to(dists.dtype)
+                reread[n] += len(changed)
+            current[n] = FrostInput(text.inst, last.moves, dists, text.forbidden)
+            inputs.append(current[n])
+        for n, rec in zip(again, run(inputs, [gens[n] for n in again]), strict=True):
+            history[n].append(rec)
+        if on_round is not None:
+            on_round(round_number)
+    return history, reread
 
 
 def play_step(
@@ -181,26 +273,29 @@ def play_step(
             texts = [
                 FrostInput(i, s.moves, s.logprobs, m.content) for i, s, m in zip(chunk, sampled, masks, strict=True)
             ]
-            frost = list(
-                frost_step_batch(
-                    judge,
-                    texts,
-                    rule=settings.rule,
-                    budget=settings.budget,
-                    tau=settings.tau,
-                    generator=generator,
-                    rank_by=settings.rank_by,
+            if settings.rounds == 1:
+                history = [[r] for r in frost_step_batch(
+                    judge, texts, rule=settings.rule, budget=settings.budget, tau=settings.tau, generator=generator,
+                    rank_by=settings.rank_by, timer=timer,
+                )]  # fmt: skip
+                reread = [0] * len(chunk)
+            else:
+                history, reread = frost_rounds(
+                    player, judge, texts, settings, sampling_masks=[m.sampling for m in masks], generator=generator,
                     timer=timer,
-                )
-            )
-            results = [(r.moves, r.rewards, r.parent_rewards) for r in frost if r is not None]
+                )  # fmt: skip
+            frost = [h[0] for h in history]
+            results = [(h[-1].moves, h[-1].rewards, h[0].parent_rewards) for h in history]
         else:
+            history, reread = [[] for _ in chunk], [0] * len(chunk)
             with timer.phase("judge_pass"):
                 scored = judge.rewards_many([(i, s.moves) for i, s in zip(chunk, sampled, strict=True)])
             frost = [None] * len(chunk)
             results = [(s.moves, r, r) for s, r in zip(sampled, scored, strict=True)]
         judge_share = (judge.forward_tokens - judge_tokens) // len(chunk)
-        for inst, s, m, f, (moves, rewards, parents) in zip(chunk, sampled, masks, frost, results, strict=True):
+        for inst, s, m, f, h, n_reread, (moves, rewards, parents) in zip(
+            chunk, sampled, masks, frost, history, reread, results, strict=True
+        ):
             records.append(
                 GroupRecord(
                     inst=inst,
@@ -210,8 +305,12 @@ def play_step(
                     parent_rewards=parents,
                     masks=m,
                     frost=f,
-                    player_fwd_seqs=settings.K,
-                    tokens=len(inst.prompt_ids) + settings.K * inst.move_length + judge_share,
+                    frost_rounds=h,
+                    player_fwd_seqs=settings.K + n_reread,
+                    tokens=len(inst.prompt_ids)
+                    + settings.K * inst.move_length
+                    + judge_share
+                    + n_reread * (len(inst.prompt_ids) + inst.move_length),
                 )
             )
     return records
@@ -250,7 +349,9 @@ def step_loss(
 ) -> list[LossTerms]:
     """The GRPO loss of each group (policy forward with gradient, reference forward under `reference`, e.g. the
     adapter switched off), `settings.text_batch` texts per pass, each group's loss back-propagated times `scale`
-    (1/B for a step's mean). Fills `record.loss`.
+    (1/B for a step's mean). Fills `record.loss` on a record's first update (ppo-clip also keeps that update's move
+    log-probabilities as pi_old, `record.old_logprobs`); every update appends its clipped fraction to
+    `record.clip_fracs`. Call it once per update (`train.epochs`): each call charges its player passes.
 
     On out-of-memory the gradients are put back as they were on entry, `settings.text_batch` is halved (from then
     on, with one warning per size) and the whole step's loss is computed again, so the result does not depend on
@@ -277,7 +378,11 @@ def step_loss(
                 torch.cuda.empty_cache()
     for record, t in zip(records, out, strict=True):
         k, inst = record.moves.shape[0], record.inst
-        record.loss = t
+        if record.loss is None:
+            record.loss = t
+            if settings.loss.loss == "ppo-clip":
+                record.old_logprobs = t.move_logprobs
+        record.clip_fracs.append(t.clip_frac)
         record.player_fwd_seqs += 2 * k
         record.player_bwd_seqs += k
         prompt_tokens = len(inst.prompt_ids) * (1 if settings.shared_prompt else k)
@@ -314,7 +419,16 @@ def _step_loss_passes(
             ref = policy_distributions_batch(player, prompts, moves, **kwargs)
         with timer.phase("policy"):
             terms = [
-                grpo_loss(p, q, r.moves, r.rewards, settings.beta, mask=decision_mask(r.inst, r.moves))
+                grpo_loss(
+                    p,
+                    q,
+                    r.moves,
+                    r.rewards,
+                    settings.beta,
+                    mask=decision_mask(r.inst, r.moves),
+                    settings=settings.loss,
+                    old_logprobs=r.old_logprobs,
+                )
                 for p, q, r in zip(policy, ref, chunk, strict=True)
             ]
             (torch.stack([t.loss for t in terms]).sum() * scale).backward()

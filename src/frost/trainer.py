@@ -32,6 +32,7 @@ from frost.config import Config
 from frost.decode import resolve_decode
 from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance, build_game, spec_to_yaml
+from frost.grpo import LossSettings
 from frost.judge import Judge
 from frost.models import LoadedModel, forbidden_token_mask, load_model, resolve_device, resolve_dtype
 from frost.moves import content_lengths, decision_mask
@@ -227,6 +228,8 @@ class Trainer:
             algorithm=t.algorithm, K=t.K, rule=config.frost.rule, budget=config.budget, tau=config.frost.tau,
             rank_by=config.frost.rank_by, temperature=t.temperature, beta=t.beta,
             text_batch=t.micro_batch or auto_micro_batch(config, self.player, self.train_set[0], self.device),
+            rounds=config.frost.rounds,
+            loss=LossSettings(advantage=t.advantage, loss=t.loss, clip_low=t.clip_low, clip_high=t.clip_high),
         )  # fmt: skip
         self.sampler = functools.partial(shared_prefix_sampler, decode=m.decode)
         if resume:
@@ -296,18 +299,36 @@ class Trainer:
         return PhaseTimer(self.device).clock()
 
     def train_groups(self, indices: list[int], timer: PhaseTimer) -> list[GroupRecord]:
-        """The groups of the training texts `indices`: `step.play_step` then `step.step_loss` (the gradient is
-        accumulated, scaled by 1/B of the whole step's B)."""
+        """The groups of the training texts `indices`: `step.play_step` then the first update's `step.step_loss`
+        (the gradient is accumulated, scaled by 1/B of the whole step's B)."""
         records = play_step(
             self.player, self.judge, [self.train_set[i] for i in indices], self.settings,
             base_forbidden=self.forbidden, generator=self._generators(indices, "train"), timer=timer,
             sampler=self.sampler,
         )  # fmt: skip
+        self.update_loss(records, timer)
+        return records
+
+    def update_loss(self, records: list[GroupRecord], timer: PhaseTimer) -> None:
+        """One update's loss of the groups `records` (`step.step_loss`), its gradient accumulated, scaled by 1/B."""
         step_loss(
             self.player, records, self.settings, reference=self.player.disable_adapter,
             scale=1.0 / self.config.train.batch_size, timer=timer,
         )  # fmt: skip
-        return records
+
+    def _optimizer_update(self, finite_groups: bool) -> tuple[float, bool]:
+        """Sum the gradients over the ranks, clip, and step AdamW when the gradient and `finite_groups` are finite
+        (one NaN would corrupt the adapter and AdamW's moments for good); zero the gradients. Returns the gradient
+        norm and whether the step was taken."""
+        params = [p for p in self.player.parameters() if p.requires_grad]
+        distributed.all_reduce_gradients(params, self.world)
+        max_norm = self.config.optim.max_grad_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
+        finite = math.isfinite(float(grad_norm)) and finite_groups
+        if finite:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(grad_norm), finite
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step over B texts (this rank's shard of them; the LoRA gradients summed over the ranks);
@@ -327,18 +348,18 @@ class Trainer:
         gathered = distributed.gather(local, self.world, agree=_same_play)
         summaries = [g for part in gathered for g in part["groups"]]
         with timer.phase("optim"):
-            params = [p for p in self.player.parameters() if p.requires_grad]
-            distributed.all_reduce_gradients(params, self.world)
-            max_norm = self.config.optim.max_grad_norm
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
-            finite = math.isfinite(float(grad_norm)) and all(_finite_summary(g) for g in summaries)
-            if finite:
-                self.optimizer.step()
-                self.skipped_in_a_row = 0
-            else:  # one NaN would corrupt the adapter and AdamW's moments for good: skip the update
-                self.skipped_steps += 1
-                self.skipped_in_a_row += 1
-            self.optimizer.zero_grad(set_to_none=True)
+            grad_norm, finite = self._optimizer_update(all(_finite_summary(g) for g in summaries))
+        for _ in range(1, t.epochs if finite else 1):  # ppo-clip's further updates on the same groups
+            self.update_loss(groups, timer)
+            with timer.phase("optim"):
+                finite = self._optimizer_update(True)[1]  # the gradient norm is over every rank's groups
+            if not finite:  # the updates taken stay; the rest of this step's are dropped
+                break
+        if finite:
+            self.skipped_in_a_row = 0
+        else:
+            self.skipped_steps += 1
+            self.skipped_in_a_row += 1
         self.step += 1
         rewards = [g["rewards"] for g in summaries]
         stds = [_pstdev(r) for r in rewards]
@@ -362,9 +383,18 @@ class Trainer:
             "move_tokens_mean": statistics.fmean(float(n) for g in summaries for n in g["lengths"]),
         }
         if t.algorithm == "frost":
-            for key in ("hit_rate", "mean_lift", "frac_replaced"):
+            keys = ("hit_rate", "mean_lift", "frac_replaced") + (("rounds",) if self.config.frost.rounds > 1 else ())
+            for key in keys:
                 vals = [g[f"frost/{key}"] for g in summaries if math.isfinite(g[f"frost/{key}"])]
                 metrics[f"frost/{key}"] = statistics.fmean(vals) if vals else float("nan")
+        if t.loss == "ppo-clip":
+            fracs = [f for part in distributed.gather([g.clip_fracs for g in groups], self.world) for f in part]
+            metrics["clip_frac"] = statistics.fmean(x for f in fracs for x in f)
+            metrics["updates"] = min(len(f) for f in fracs)
+        if t.epochs > 1:  # the player passes of the further updates, counted again from every group
+            metrics["player_fwd_seqs"] = sum(distributed.gather(sum(g.player_fwd_seqs for g in groups), self.world))
+            metrics["player_bwd_seqs"] = sum(distributed.gather(sum(g.player_bwd_seqs for g in groups), self.world))
+            metrics["tokens"] = sum(distributed.gather(sum(g.tokens for g in groups), self.world))
         metrics["train/skipped_steps"] = self.skipped_steps
         if self.world.active:
             metrics["world_size"] = self.world.size
