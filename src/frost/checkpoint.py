@@ -4,6 +4,7 @@
     RUN/game.yaml                       the game played, as a game file (built-in games too)
     RUN/checkpoints/latest              the name of the newest checkpoint
     RUN/checkpoints/step-0000050/       adapter.safetensors, optimizer.pt, rng.pt, state.json
+    RUN/adapters/step-0000016/          adapter.safetensors kept at a validation step (`train.keep_adapters`)
 
 A checkpoint is written to a temporary folder and renamed into place, then `latest` is replaced atomically; old
 checkpoints are renamed out of the way before they are deleted. So every `step-*` folder is complete, and a run
@@ -128,6 +129,37 @@ class TrainingState:
     """Steps skipped so far for non-finite values."""
 
 
+def adapter_path(run_dir: Path, step: int) -> Path:
+    """The folder of the adapter a run kept at validation step `step` (`train.keep_adapters`)."""
+    return run_dir / "adapters" / f"step-{step:07d}"
+
+
+def save_adapter(run_dir: Path, step: int, player: Any) -> Path:
+    """Keep the player's adapter at `step` in RUN/adapters/step-N/adapter.safetensors (written to a temporary
+    folder and renamed in; an earlier copy at the same step is replaced). The folder loads like a checkpoint
+    (`resolve_checkpoint`, `load_players`)."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    final = adapter_path(run_dir, step)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".tmp-{final.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(player).items()}
+    save_file(adapter, str(tmp / "adapter.safetensors"))
+    if final.exists():
+        discard(final)
+    os.replace(tmp, final)
+    return final
+
+
+def kept_adapter_steps(run_dir: Path) -> list[int]:
+    """The validation steps whose adapter a run kept."""
+    root = Path(run_dir) / "adapters"
+    return sorted(int(p.name[5:]) for p in root.glob("step-*") if (p / "adapter.safetensors").is_file())
+
+
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     """The folder of a run's checkpoint at `step`."""
     return run_dir / "checkpoints" / f"step-{step:07d}"
@@ -195,17 +227,17 @@ def _save(
         json.dumps({"step": state.step, "cursor": state.cursor, "skipped_steps": state.skipped_steps})
     )
     if final.exists():  # saved again at the same step (e.g. after a stop signal)
-        _discard(final)
+        discard(final)
     os.replace(tmp, final)
     latest_tmp = root / ".latest.tmp"
     latest_tmp.write_text(name + "\n")
     os.replace(latest_tmp, root / "latest")
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-KEEP]:
-        _discard(old)
+        discard(old)
     return final
 
 
-def _discard(folder: Path) -> None:
+def discard(folder: Path) -> None:
     """Rename a checkpoint out of the `step-*` namespace (atomic), then delete it."""
     trash = folder.with_name(f".trash-{folder.name}")
     shutil.rmtree(trash, ignore_errors=True)

@@ -154,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=Path("samples-report"), help="folder for samples.md and samples.json")
     _add_model_args(d)
 
+    p = sub.add_parser(
+        "evaluate", help="best-of-N of a run's adapter on its validation texts or its test split (a final test phase)"
+    )
+    p.add_argument("checkpoint", type=Path, help="a checkpoint, an adapter kept at a validation step, or a run folder")
+    p.add_argument("--split", default="test", help="validation or test (the run's data.test_start / test_size)")
+    p.add_argument("--samples", type=int, default=8, help="moves sampled per text")
+    p.add_argument("--out", type=Path, required=True, help="folder for samples.jsonl and summary.json")
+    p.add_argument("--record", type=Path, help="a file whose SHA-256 the summary records (e.g. choices.json)")
+    p.add_argument("--model", help="base model (default: the run's)")
+    p.add_argument("--device", help="device (default: the run's)")
+    p.add_argument("--dtype", help="dtype (default: the run's)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+
     p = sub.add_parser("train", help="train a player with GRPO or Frost-GRPO")
     p.add_argument("--config", type=Path, help="YAML config (configs/*.yaml); defaults for anything not set")
     p.add_argument("--game", help="override game.kind: a built-in game or a YAML game file")
@@ -565,6 +578,30 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`frost evaluate`: one adapter's best-of-N on a split of its run's data."""
+    from frost.checkpoint import resolve_checkpoint
+    from frost.evaluation import evaluate_checkpoint, file_sha256
+
+    resolve_checkpoint(args.checkpoint)
+    record = None
+    if args.record is not None:
+        if not args.record.is_file():
+            raise ConfigError(f"--record: {args.record} does not exist")
+        record = {"record": str(args.record), "record_sha256": file_sha256(args.record)}
+    _setup_torch(args)
+    summary = evaluate_checkpoint(
+        args.checkpoint, split=args.split, samples=args.samples, out=args.out, model=args.model, device=args.device,
+        dtype=args.dtype, record=record,
+    )  # fmt: skip
+    best = f"val/best_of_{args.samples}"
+    print(
+        f"{summary['run']} step {summary['step']} on {summary['split']} ({summary['texts']} texts): best-of-"
+        f"{args.samples} {summary[best]:.3f}, mean {summary['val/reward_mean']:.3f}; written to {args.out}"
+    )
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from frost.config import load_config
     from frost.trainer import Trainer
@@ -826,6 +863,7 @@ COMMANDS = {
     "rules": cmd_rules,
     "diagnose": cmd_diagnose,
     "train": cmd_train,
+    "evaluate": cmd_evaluate,
     "data": cmd_data,
     "report": cmd_report,
     "bench": cmd_bench,

@@ -162,6 +162,9 @@ class TrainConfig:
     """Validation texts used (at most data.validation_size)."""
     checkpoint_every: int = 50
     """Write a checkpoint every N steps (and at the end); 0: only at the end and on interruption."""
+    keep_adapters: bool = False
+    """Keep the adapter of every validation step in RUN/adapters/step-N (a few MB each at LoRA rank 16), so that a
+    run's checkpoint can be chosen by validation afterwards (early stopping) and evaluated on a test split."""
     max_skipped_steps: int = 3
     """Stop with an error after this many steps in a row whose loss, gradient, rewards or KL were not finite (each
     such step is skipped: no optimizer step, adapter and AdamW state untouched)."""

@@ -8,8 +8,10 @@ Sources, all giving `(id, text)` documents in a deterministic order:
 * a local `.jsonl` file (text in `field`), a `.txt` file (one document per blank-line separated block), a folder of
   `.txt` files (one document per file), or a `.parquet` file (text in column `field`).
 
-The first `validation_size` documents are the validation set (the paper: 128); the rest are the training pool, whose
-order is shuffled by the seed. Unreadable documents (not UTF-8, broken JSON, missing text) are skipped and counted.
+The first `validation_size` documents are the validation (dev) set (the paper: 128); `test_size` documents from
+`test_start` on are a test split that training and validation never read (`load_test_split` alone returns it); the
+rest are the training pool, whose order is shuffled by the seed. Unreadable documents (not UTF-8, broken JSON,
+missing text) are skipped and counted.
 """
 
 from __future__ import annotations
@@ -47,10 +49,25 @@ class DataConfig:
     20,000 documents from the hub)."""
     seed: int = 0
     """Seed of the training order."""
+    test_start: int = 0
+    """Index (among the usable documents) of the first test document."""
+    test_size: int = 0
+    """Documents from `test_start` on held out as the test split: never trained on, never validated on, read only
+    by a final test phase (`load_test_split`); 0: no test split."""
 
     def validate(self) -> None:
         if self.validation_size < 0:
             raise ConfigError(f"data.validation_size must be >= 0, got {self.validation_size}")
+        if self.test_size < 0 or self.test_start < 0:
+            raise ConfigError(
+                f"data.test_start and data.test_size must be >= 0, got {self.test_start}, {self.test_size}"
+            )
+        if self.test_size and self.test_start < self.validation_size:
+            raise ConfigError(
+                f"data.test_start: the test split ({self.test_start}-{self.test_start + self.test_size - 1}) overlaps "
+                f"the validation documents (0-{self.validation_size - 1}); set data.test_start >= "
+                f"data.validation_size"
+            )
         if self.max_documents is not None and self.max_documents < 1:
             raise ConfigError(f"data.max_documents must be >= 1 or null, got {self.max_documents}")
         if not self.field:
@@ -270,8 +287,35 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 def load_split(config: DataConfig, game: Any, *, cache: bool = True) -> Split:
-    """Game instances of a data config, split, with tokenised instances cached under `$FROST_CACHE/instances`
-    (keyed by the documents, the tokenizer and the game's own key)."""
+    """Game instances of a data config, split into validation and training (the test split, when there is one, is
+    left out of both), with tokenised instances cached under `$FROST_CACHE/instances` (keyed by the documents, the
+    tokenizer and the game's own key)."""
+    instances, skipped, documents = _usable_instances(config, game, cache=cache)
+    lo, hi = config.test_start, config.test_start + config.test_size
+    if config.test_size and hi > len(instances):
+        raise ConfigError(
+            f"data.test_size: the test split needs usable documents {lo}-{hi - 1}, but {config.source!r} has "
+            f"{len(instances)}; lower data.test_start or data.test_size"
+        )
+    kept = instances[:lo] + instances[hi:] if config.test_size else instances
+    validation, train = split_instances(kept, config.validation_size, config.seed)
+    return Split(validation=validation, train=train, skipped=skipped, documents=documents)
+
+
+def load_test_split(config: DataConfig, game: Any, *, cache: bool = True) -> list[Any]:
+    """The test split's game instances, in order: only a final test phase calls this (training and validation go
+    through `load_split`, which leaves them out)."""
+    if not config.test_size:
+        raise ConfigError("data.test_size: this run declares no test split (data.test_start, data.test_size)")
+    instances, _, _ = _usable_instances(config, game, cache=cache)
+    lo, hi = config.test_start, config.test_start + config.test_size
+    if hi > len(instances):
+        raise ConfigError(f"data.test_size: {config.source!r} has {len(instances)} usable documents, fewer than {hi}")
+    return instances[lo:hi]
+
+
+def _usable_instances(config: DataConfig, game: Any, *, cache: bool) -> tuple[list[Any], Counter[str], int]:
+    """Every usable game instance of the source, in document order; the skip counts; the documents read."""
     from frost.models import frost_cache_dir
 
     config.validate()
@@ -310,8 +354,7 @@ def load_split(config: DataConfig, game: Any, *, cache: bool = True) -> Split:
             f"documents of {config.source!r}: " + ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())),
             stacklevel=2,
         )
-    validation, train = split_instances(instances, config.validation_size, config.seed)
-    return Split(validation=validation, train=train, skipped=skipped, documents=len(documents.docs))
+    return instances, skipped, len(documents.docs)
 
 
 def inspect_source(

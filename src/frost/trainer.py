@@ -31,11 +31,12 @@ from frost import checkpoint, distributed, runlog
 from frost.config import Config
 from frost.decode import resolve_decode
 from frost.errors import ConfigError, FrostError
+from frost.evaluation import score_samples, summary_of
 from frost.games import GameInstance, build_game, spec_to_yaml
 from frost.grpo import LossSettings
 from frost.judge import Judge
 from frost.models import LoadedModel, forbidden_token_mask, load_model, resolve_device, resolve_dtype
-from frost.moves import content_lengths, decision_mask
+from frost.moves import content_lengths
 from frost.phases import PhaseTimer
 from frost.rules import get_rule
 from frost.sampling import SampledMoves
@@ -46,7 +47,6 @@ from frost.step import (
     play_step,
     shared_prefix_sampler,
     step_loss,
-    text_chunks,
 )
 
 PHASES = (
@@ -259,6 +259,7 @@ class Trainer:
             for name in ("metrics.jsonl", "samples.jsonl", "game.yaml"):
                 (self.run_dir / name).unlink(missing_ok=True)
             shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
+            shutil.rmtree(self.run_dir / "adapters", ignore_errors=True)
             shutil.rmtree(self.run_dir / "tensorboard", ignore_errors=True)
 
     def _tensorboard(self) -> Any:
@@ -409,53 +410,22 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------- validation
     def validate(self) -> dict[str, Any]:
-        """Sample `val_samples` moves per validation text under the current player and score them exactly."""
+        """Sample `val_samples` moves per validation text under the current player and score them exactly
+        (`frost.evaluation.score_samples`)."""
         t = self.config.train
-        rows, samples = [], []
         mine = list(range(len(self.validation)))[distributed.shard(len(self.validation), self.world)]
-        gens = self._generators(mine, "validation")
-        for chunk in text_chunks(list(zip(mine, gens, strict=True)), self.settings.text_batch):
-            insts = [self.validation[i] for i, _ in chunk]
-            sampled = self._sample(insts, t.val_samples, [g for _, g in chunk])
-            all_rewards = self.judge.rewards_many([(inst, s.moves) for inst, s in zip(insts, sampled, strict=True)])
-            for inst, s, reward_tensor in zip(insts, sampled, all_rewards, strict=True):
-                rewards = reward_tensor.tolist()
-                texts = [self.game.move_text(inst, m) for m in s.moves.tolist()]
-                best = max(range(len(rewards)), key=rewards.__getitem__)
-                lengths = _content_lengths(inst, s.moves)
-                rows.append(
-                    {
-                        "mean": statistics.fmean(rewards),
-                        "best": rewards[best],
-                        "var": _pstdev(rewards) ** 2,
-                        "entropy": float(s.entropy(decision_mask(inst, s.moves)).mean()),
-                        "copy": self.game.copies(inst, texts[best]),
-                        "length": statistics.fmean(float(n) for n in lengths),
-                    }
-                )
-                samples.append(
-                    {
-                        "step": self.step,
-                        "doc": inst.source,
-                        "moves": [{"text": x, "reward": r} for x, r in zip(texts, rewards, strict=True)],
-                    }
-                )
+        rows, samples = score_samples(
+            self.player, self.judge, self.game, [self.validation[i] for i in mine],
+            self._generators(mine, "validation"), samples=t.val_samples, sample=self._sample,
+            text_batch=self.settings.text_batch, step=self.step,
+        )  # fmt: skip
         gathered = distributed.gather((rows, samples), self.world, agree=_same_samples)
         rows = [r for part in gathered for r in part[0]]
         samples = [x for part in gathered for x in part[1]]
         if not self.world.is_main:
             return {"step": self.step}
         runlog.append(self.run_dir / "samples.jsonl", samples)
-        return {
-            "step": self.step,
-            "val/reward_mean": statistics.fmean(r["mean"] for r in rows),
-            f"val/best_of_{t.val_samples}": statistics.fmean(r["best"] for r in rows),
-            "val/score_var": statistics.fmean(r["var"] for r in rows),
-            "val/token_entropy": statistics.fmean(r["entropy"] for r in rows),
-            "val/frac_zero_var": statistics.fmean(r["var"] == 0 for r in rows),
-            f"val/frac_{self.game.copy_metric_name}": statistics.fmean(r["copy"] for r in rows),
-            "val/move_tokens_mean": statistics.fmean(r["length"] for r in rows),
-        }
+        return {"step": self.step, **summary_of(rows, t.val_samples, self.game.copy_metric_name)}
 
     # --------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
@@ -467,6 +437,13 @@ class Trainer:
         distributed.barrier(self.world)
         return path
 
+    def _keep_adapter(self) -> None:
+        """With `train.keep_adapters`, keep this validation step's adapter (before its validation is logged, so a
+        logged validation always has its adapter)."""
+        if self.config.train.keep_adapters and self.world.is_main:
+            checkpoint.save_adapter(self.run_dir, self.step, self.player)
+        distributed.barrier(self.world)
+
     def load_checkpoint(self) -> None:
         """Restore the latest checkpoint and drop logged records after its step."""
         state = checkpoint.load(self.run_dir, player=self.player, optimizer=self.optimizer, device=self.device)
@@ -476,6 +453,9 @@ class Trainer:
         if self.world.is_main:
             for name in ("metrics.jsonl", "samples.jsonl"):
                 runlog.trim(self.run_dir / name, self.step)
+            for step in checkpoint.kept_adapter_steps(self.run_dir):  # kept past the checkpoint: kept again if reached
+                if step > self.step:
+                    checkpoint.discard(checkpoint.adapter_path(self.run_dir, step))
 
     # ---------------------------------------------------------------------------------------------------- loop
     @contextlib.contextmanager
@@ -527,6 +507,7 @@ class Trainer:
         with self._signals():
             if self.step == 0 and not self.resumed and t.val_every and self.validation:
                 last_val = self.validate()
+                self._keep_adapter()
                 self._log(last_val)
             while self.step < t.steps and not self._stopping():
                 metrics = self.train_step()
@@ -542,6 +523,7 @@ class Trainer:
                 done = self.step >= t.steps
                 if t.val_every and self.validation and (self.step % t.val_every == 0 or done):
                     last_val = self.validate()
+                    self._keep_adapter()
                     self._log(last_val)
                 if done or (t.checkpoint_every and self.step % t.checkpoint_every == 0):
                     self.save_checkpoint()

@@ -18,7 +18,7 @@ from frost.errors import ConfigError
 from frost.games.builtin import BUILDERS, DEFAULTS, INFILLING_PROMPT, InfillingGame, builtin_spec
 from frost.games.files import load_game_file, spec_from_dict, spec_to_yaml
 from frost.games.instance import GameInstance, SkipReport, document_start_id, encode_plain, render_prompt
-from frost.games.spec import GameSpec, MoveSpec, Part, SpecGame, copies_text
+from frost.games.spec import NEAR_COPY, GameSpec, MoveSpec, Part, SpecGame, copies_text, copy_fraction, is_near_copy
 
 BUILTIN_GAMES = tuple(BUILDERS)
 GAME_PARAMS = ("move_length", "start", "begin_tokens", "gap_tokens", "end_tokens", "text_tokens", "context_tokens",
@@ -80,6 +80,7 @@ __all__ = [
     "DEFAULTS",
     "GAME_PARAMS",
     "INFILLING_PROMPT",
+    "NEAR_COPY",
     "Game",
     "GameInstance",
     "GameSpec",
@@ -90,9 +91,11 @@ __all__ = [
     "SpecGame",
     "build_game",
     "copies_text",
+    "copy_fraction",
     "document_start_id",
     "encode_plain",
     "is_game_file",
+    "is_near_copy",
     "load_game_file",
     "render_prompt",
     "resolve_spec",

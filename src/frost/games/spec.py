@@ -333,6 +333,13 @@ class SpecGame:
         """The text of a move row (its content, without the stop token)."""
         return str(self.tokenizer.decode(list(move[: inst.content_length(move)])))
 
+    def shown_text(self, inst: GameInstance) -> str:
+        """The document text the player was shown, that a copying move repeats: infilling's beginning x, else the
+        shown spans joined by blank lines."""
+        if self.spec.copy_metric == "begin":
+            return str(self.tokenizer.decode(list(inst.meta.get("begin_ids", []))))
+        return "\n\n".join(inst.meta.get("shown_text", []))
+
     def copies(self, inst: GameInstance, move_text: str) -> bool:
         """Whether a move copies what the player was shown (see `GameSpec.copy_metric`)."""
         if self.spec.copy_metric == "begin":
@@ -348,6 +355,39 @@ class SpecGame:
 
 def _normal(text: str) -> str:
     return " ".join(text.split()).lower()
+
+
+NEAR_COPY = 0.7
+"""A move is a near-copy of the text the player was shown when `copy_fraction` is at least this."""
+
+
+def words(text: str) -> list[str]:
+    """Lower-case word tokens (runs of letters, digits and underscores): case, punctuation and spacing dropped."""
+    return re.findall(r"\w+", text.lower())
+
+
+def copy_fraction(move_text: str, shown_text: str) -> float:
+    """The longest run of consecutive words the move shares with the shown text, over the move's words (0 for a
+    move without words). Case, punctuation and spacing do not count, so " the sun beat down" copies "The sun beat
+    down" (1.0) and "a cat sat down" shares "sat down" with "the dog sat down" (0.5)."""
+    move, shown = words(move_text), words(shown_text)
+    if not move or not shown:
+        return 0.0
+    best = 0
+    previous = [0] * (len(shown) + 1)
+    for a in move:
+        current = [0] * (len(shown) + 1)
+        for j, b in enumerate(shown, start=1):
+            if a == b:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best / len(move)
+
+
+def is_near_copy(move_text: str, shown_text: str) -> bool:
+    """Whether `copy_fraction` reaches `NEAR_COPY`."""
+    return copy_fraction(move_text, shown_text) >= NEAR_COPY
 
 
 def copies_text(move_text: str, begin_text: str) -> bool:
