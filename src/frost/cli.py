@@ -241,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, help="experiment file (YAML: out, seeds, set, reference, arms, final)")
     p.add_argument("--summary-only", action="store_true", help="only rewrite summary.json / summary.md from the runs")
     p.add_argument(
+        "--test",
+        action="store_true",
+        help="after every run and choice, the test phase: each chosen checkpoint on the test split (once choices.json "
+        "is complete; commit it first)",
+    )
+    p.add_argument(
         "--md",
         type=Path,
         help="also write the summary's tables into this Markdown file, between <!-- frost-experiment:NAME --> markers "
@@ -816,7 +822,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         _setup_torch(args)
         _quiet_transformers()
         try:
-            summary = run_experiment(experiment, progress=not args.no_progress)
+            summary = run_experiment(experiment, progress=not args.no_progress, test=args.test)
         except ExperimentPaused as paused:
             print(f"frost experiment: paused by a signal ({paused}); run the same command to resume", file=sys.stderr)
             return 130

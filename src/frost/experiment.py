@@ -47,6 +47,24 @@ import yaml
 from frost import claims, runlog
 from frost.checkpoint import finished_step
 from frost.errors import ConfigError
+from frost.experiment_choices import (
+    CHECKPOINT_KINDS,
+    ChoiceRule,
+    Grid,
+    TestPhase,
+    best_dev_step,
+    choose_value,
+    grid_run_name,
+    grid_score,
+    link_chosen_run,
+    parse_choose,
+    parse_grid,
+    parse_test,
+    read_choices,
+    test_summary,
+    validations,
+    write_choices,
+)
 from frost.experiment_final import (
     DiagnosticPaused,
     FinalDiagnostics,
@@ -58,7 +76,7 @@ from frost.experiment_final import (
 )
 from frost.stats import mean_ci, pm
 
-EXPERIMENT_KEYS = {"out", "seeds", "set", "reference", "arms", "final"}
+EXPERIMENT_KEYS = {"out", "seeds", "set", "reference", "arms", "final", "grid", "choose", "test", "baselines"}
 ARM_KEYS = {"config", "set", "seeds"}
 RUN_EVENTS = {"start", "resume", "step", "paused", "done"}
 """The events of a run in `progress.jsonl` (the final diagnostics log others)."""
@@ -86,6 +104,11 @@ class Experiment:
     reference: str | None = None
     final: FinalDiagnostics | None = None
     """Diagnostics at the final checkpoints (`frost.experiment_final`)."""
+    grid: Grid | None = None
+    """A field every arm trains at several values at one seed before the others (`frost.experiment_choices`)."""
+    choose: ChoiceRule = field(default_factory=ChoiceRule)
+    test: TestPhase | None = None
+    baselines: list[str] = field(default_factory=list)
 
     def runs(self) -> list[tuple[Arm, int, Path]]:
         """(arm, seed, run folder), seed-major."""
@@ -157,6 +180,13 @@ def load_experiment(path: str | Path) -> Experiment:
     out = data.get("out")
     if not isinstance(out, str) or not out:
         raise ConfigError("experiment.out: give the output folder")
+    grid = parse_grid(data.get("grid"))
+    baselines = data.get("baselines", [])
+    if not isinstance(baselines, list) or any(b not in arms_data for b in baselines):
+        raise ConfigError(f"experiment.baselines: give a list of arms ({', '.join(map(str, arms_data))})")
+    test = parse_test(data.get("test"))
+    if test is not None and not baselines:
+        raise ConfigError("experiment.test: compares the arms with the baselines; name them (baselines: [ARM, ...])")
     return Experiment(
         out=Path(out),
         seeds=_seeds(data.get("seeds", [0]), "experiment.seeds"),
@@ -164,6 +194,10 @@ def load_experiment(path: str | Path) -> Experiment:
         overrides=_overrides(data.get("set"), "experiment.set"),
         reference=reference,
         final=final,
+        grid=grid,
+        choose=parse_choose(data.get("choose")),
+        test=test,
+        baselines=list(baselines),
     )
 
 
@@ -171,17 +205,98 @@ class ExperimentPaused(Exception):
     """A stop signal ended a run early; its checkpoint is saved and the same command resumes the experiment."""
 
 
-def arm_config(experiment: Experiment, arm: Arm, seed: int, run_dir: Path) -> Any:
-    """The validated config of one run: the arm's file, the experiment's overrides, the arm's, seed and folder."""
+def arm_config(experiment: Experiment, arm: Arm, seed: int, run_dir: Path, extra: dict[str, Any] | None = None) -> Any:
+    """The validated config of one run: the arm's file, the experiment's overrides, the arm's, `extra` (a grid
+    value), seed and folder."""
     from frost.config import load_config
 
-    values = {"train.checkpoint_every": 1, **experiment.overrides, **arm.overrides}
+    values = {"train.checkpoint_every": 1, **experiment.overrides, **arm.overrides, **(extra or {})}
     values |= {"train.seed": seed, "train.run_dir": str(run_dir)}
     return load_config(arm.config, [f"{k}={json.dumps(v)}" for k, v in values.items()])
 
 
-def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str, Any]:
-    """Train every run that is not finished (resuming interrupted ones), rewriting the summary after each."""
+@dataclass
+class PlannedRun:
+    """A run the experiment trains: its arm, the name it logs under, seed, folder and grid value (if any)."""
+
+    arm: Arm
+    name: str
+    seed: int
+    run_dir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def planned_runs(experiment: Experiment) -> list[PlannedRun]:
+    """The runs to train now: without a grid, every (arm, seed); with one, every arm's grid runs, then the other
+    seeds of each arm whose value is chosen (`choices.json`)."""
+    runs_dir = experiment.out / "runs"
+    grid = experiment.grid
+    if grid is None:
+        return [PlannedRun(arm, arm.name, seed, run_dir) for arm, seed, run_dir in experiment.runs()]
+    plan = []
+    for arm in experiment.arms:
+        for i, value in enumerate(grid.values):
+            name = grid_run_name(arm.name, i, grid.seed)
+            plan.append(PlannedRun(arm, f"{arm.name}-G{i}", grid.seed, runs_dir / name, {grid.field: value}))
+    chosen = read_choices(experiment.out)["arms"]
+    for arm, seed, run_dir in experiment.runs():
+        if seed != grid.seed and arm.name in chosen:
+            plan.append(PlannedRun(arm, arm.name, seed, run_dir, {grid.field: chosen[arm.name]["value"]}))
+    return plan
+
+
+def update_choices(experiment: Experiment) -> dict[str, Any]:
+    """Make the choices the finished runs allow (`frost.experiment_choices`): each arm's grid value once its grid
+    runs are finished (and the link to its chosen run), then every run's checkpoints once all runs are finished."""
+    grid = experiment.grid
+    choices = read_choices(experiment.out)
+    if grid is None:
+        return choices
+    runs_dir = experiment.out / "runs"
+    changed = False
+    for arm in experiment.arms:
+        if arm.name in choices["arms"]:
+            continue
+        dirs = [runs_dir / grid_run_name(arm.name, i, grid.seed) for i in range(len(grid.values))]
+        pairs = zip(dirs, grid.values, strict=True)
+        configs = [arm_config(experiment, arm, grid.seed, d, {grid.field: v}) for d, v in pairs]
+        if not all(is_finished(d, c.train.steps) for d, c in zip(dirs, configs, strict=True)):
+            continue
+        scores = [grid_score(d, experiment.choose) for d in dirs]
+        pick = choose_value(scores)
+        choices["arms"][arm.name] = {
+            "field": grid.field,
+            "value": grid.values[pick],
+            "scores": {json.dumps(v): sc for v, sc in zip(grid.values, scores, strict=True)},
+            "run": dirs[pick].name,
+        }
+        changed = True
+    for name, choice in choices["arms"].items():
+        link_chosen_run(runs_dir, name, grid.seed, choice["run"])
+    plan = planned_runs(experiment)
+    all_chosen = len(choices["arms"]) == len(experiment.arms)
+    if all_chosen and not choices.get("complete"):
+        main = [(arm, seed, run_dir) for arm, seed, run_dir in experiment.runs()]
+        finished = all(is_finished(r.run_dir, arm_config(experiment, r.arm, r.seed, r.run_dir, r.extra).train.steps)
+                       for r in plan)  # fmt: skip
+        if finished:
+            for arm, _, run_dir in main:
+                best, value = best_dev_step(run_dir)
+                last = max(step for step, _ in validations(run_dir))
+                choices["checkpoints"][run_dir.name] = {"last": last, "best_dev": best, "best_dev_value": value,
+                                                        "arm": arm.name}  # fmt: skip
+            choices["complete"] = True
+            changed = True
+    if changed:
+        choices["rule"] = experiment.choose.describe(grid.field)
+        choices["grid"] = {"field": grid.field, "values": list(grid.values), "seed": grid.seed}
+        write_choices(experiment.out, choices)
+    return choices
+
+
+def run_experiment(experiment: Experiment, *, progress: bool = True, test: bool = False) -> dict[str, Any]:
+    """Train every run that is not finished (resuming interrupted ones), making the choices the finished runs
+    allow and rewriting the summary after each; then the final diagnostics; with `test`, the test phase."""
     from frost.trainer import Trainer
 
     experiment.out.mkdir(parents=True, exist_ok=True)
@@ -191,23 +306,31 @@ def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str
         with log.open("a") as f:
             f.write(json.dumps({"time": time.time(), "pid": os.getpid(), **record}) + "\n")
 
-    elsewhere: list[str] = []
-    for arm, seed, run_dir in experiment.runs():
-        config = arm_config(experiment, arm, seed, run_dir)
+    elsewhere: set[str] = set()
+    tried: set[Path] = set()
+    while True:
+        update_choices(experiment)
+        todo = [r for r in planned_runs(experiment) if r.run_dir not in tried]
+        if not todo:
+            break
+        run = todo[0]
+        tried.add(run.run_dir)
+        arm, seed, run_dir = run.arm, run.seed, run.run_dir
+        config = arm_config(experiment, arm, seed, run_dir, run.extra)
         if is_finished(run_dir, config.train.steps):
             continue
         claim = claims.claim(experiment.out / "claims" / run_dir.name)
         if claim is None:  # another worker trains it
-            elsewhere.append(f"{arm.name} seed {seed}")
+            elsewhere.add(f"{run.name} seed {seed}")
             continue
         try:
             if is_finished(run_dir, config.train.steps):  # again: a worker may have finished it since the first look
                 continue
             done = finished_step(run_dir)
-            note({"arm": arm.name, "seed": seed, "event": "resume" if done else "start", "step": done or 0})
+            note({"arm": run.name, "seed": seed, "event": "resume" if done else "start", "step": done or 0})
             trainer = Trainer(config, resume=done is not None, overwrite=done is None)
 
-            def on_step(metrics: dict[str, Any], name: str = arm.name, seed: int = seed) -> None:
+            def on_step(metrics: dict[str, Any], name: str = run.name, seed: int = seed) -> None:
                 note({"arm": name, "seed": seed, "event": "step", "step": metrics["step"],
                       "step_s": metrics["time/step_s"]})  # fmt: skip
 
@@ -216,18 +339,54 @@ def run_experiment(experiment: Experiment, *, progress: bool = True) -> dict[str
             finally:
                 trainer.close()
             if trainer.stop_signal is not None:  # stopped by a signal: the checkpoint is saved, the experiment pauses
-                note({"arm": arm.name, "seed": seed, "event": "paused", "step": trainer.step})
+                note({"arm": run.name, "seed": seed, "event": "paused", "step": trainer.step})
                 write_summary(experiment)
-                raise ExperimentPaused(f"{arm.name} seed {seed} at step {trainer.step}")
-            note({"arm": arm.name, "seed": seed, "event": "done", "step": trainer.step})
+                raise ExperimentPaused(f"{run.name} seed {seed} at step {trainer.step}")
+            note({"arm": run.name, "seed": seed, "event": "done", "step": trainer.step})
         finally:
             claim.close()
         write_summary(experiment)
     if experiment.final is not None:
         _run_final(experiment, experiment.final, note)
+    if test:
+        _run_test(experiment, note)
     if elsewhere:
-        print(f"frost experiment: left to the workers training them: {', '.join(elsewhere)}", file=sys.stderr)
+        print(f"frost experiment: left to the workers training them: {', '.join(sorted(elsewhere))}", file=sys.stderr)
     return write_summary(experiment)
+
+
+def test_commands(experiment: Experiment, choices: dict[str, Any]) -> list[tuple[Path, list[str]]]:
+    """The test phase's `frost evaluate` commands: every main run at each chosen checkpoint (a step once)."""
+    assert experiment.test is not None
+    commands = []
+    record = experiment.out / "choices.json"
+    for _, _, run_dir in experiment.runs():
+        chosen = choices["checkpoints"][run_dir.name]
+        for step in sorted({int(chosen[kind]) for kind in CHECKPOINT_KINDS}):
+            adapter = run_dir / "adapters" / f"step-{step:07d}"
+            args = ["evaluate", str(adapter), "--split", "test", "--samples", str(experiment.test.samples),
+                    "--record", str(record)]  # fmt: skip
+            commands.append((Path(run_dir.name) / f"step-{step:07d}", args))
+    return commands
+
+
+def _run_test(experiment: Experiment, note: Callable[[dict[str, Any]], None]) -> None:
+    """The test phase (`--test`): only with a complete choices.json, after every run and choice."""
+    import torch
+
+    if experiment.test is None:
+        raise ConfigError("--test: the experiment file has no test block (test: {samples: 8})")
+    choices = read_choices(experiment.out)
+    if not choices.get("complete"):
+        raise ConfigError(
+            f"--test: {experiment.out / 'choices.json'} is not complete (every run finished, every choice written); "
+            "run the experiment to its end first"
+        )
+    try:
+        run_diagnostics(experiment.out, test_commands(experiment, choices), note, torch.get_num_threads(), "test")
+    except DiagnosticPaused as paused:
+        write_summary(experiment)
+        raise ExperimentPaused(str(paused)) from paused
 
 
 def is_finished(run_dir: Path, steps: int) -> bool:
@@ -396,7 +555,14 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
             "paired_at_judge_fwd": paired(experiment, arm, matched="judge_fwd", skip=unfinished),
         }
     in_progress = [{"arm": a, "seed": s, "step": n} for (a, s), n in sorted(unfinished.items())]
-    summary = {"reference": experiment.reference, "arms": arms, "in_progress": in_progress}
+    summary: dict[str, Any] = {"reference": experiment.reference, "arms": arms, "in_progress": in_progress}
+    choices = read_choices(experiment.out)
+    if experiment.grid is not None:
+        summary["choices"] = choices
+    if experiment.test is not None:
+        arm_seeds = {a.name: a.seeds or experiment.seeds for a in experiment.arms}
+        names = [a.name for a in experiment.arms]
+        summary["test"] = test_summary(experiment.out, choices, names, experiment.baselines, arm_seeds)
     if experiment.final is not None:
         names = [a.name for a in experiment.arms]
         summary["final"] = summarize_final(experiment.final, experiment.out, experiment.reference, names)
@@ -448,7 +614,67 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += _paired_table(matched)
     if summary.get("final"):
         lines += final_markdown(summary["final"])
+    if summary.get("choices", {}).get("arms"):
+        lines += choices_markdown(summary["choices"])
+    if summary.get("test", {}).get("pairs") or any(
+        k["seeds"] for a in summary.get("test", {}).get("arms", {}).values() for k in a.values()
+    ):
+        lines += test_markdown(summary["test"])
     return "\n".join(lines)
+
+
+def choices_markdown(choices: dict[str, Any]) -> list[str]:
+    """The choices made on the dev texts."""
+    lines = ["", f"Choices on the dev texts ({choices.get('rule', '')}):", "",
+             "| arm | chosen | score of each value |", "|---|---|---|"]  # fmt: skip
+    for arm, c in choices["arms"].items():
+        scores = ", ".join(f"{v}: {sc:.2f}" for v, sc in c["scores"].items())
+        lines.append(f"| {arm} | {c['field']} = {c['value']} | {scores} |")
+    if choices.get("checkpoints"):
+        lines += ["", "| run | last step | best dev step (dev best-of-N) |", "|---|---:|---|"]
+        for run, c in sorted(choices["checkpoints"].items()):
+            lines.append(f"| {run} | {c['last']} | {c['best_dev']} ({c['best_dev_value']:.2f}) |")
+    return lines
+
+
+def test_markdown(test: dict[str, Any]) -> list[str]:
+    """The test phase's tables."""
+    lines = [
+        "",
+        "Test split (read once, after every choice): best-of-N per arm and checkpoint, mean over seeds +- 95% t "
+        "interval, and the near-copy rate of the best moves (at least 70% of the move's words a run of the shown "
+        "text):",
+        "",
+        "| arm | checkpoint | seeds | test best-of-N | near-copy best moves |",
+        "|---|---|---:|---|---|",
+    ]
+    for arm, kinds in test["arms"].items():
+        for kind, t in kinds.items():
+            if t["seeds"]:
+                b, c = t["best_of_n"], t["near_copy"]
+                lines.append(
+                    f"| {arm} | {kind} | {t['seeds']} | {pm(b['mean'], b['ci95'])} | {pm(c['mean'], c['ci95'])} |"
+                )
+    if test["pairs"]:
+        lines += [
+            "",
+            "Paired on test (arm minus baseline, same test text and seed): all texts, and the texts where neither best "
+            "move is a near-copy of the shown text; wins whose best move is a near-copy of the baseline's best move:",
+            "",
+            "| arm | against | checkpoint | pairs | mean +- SE | wins / losses / ties | per seed (won) | over seeds "
+            "+- 95% CI | no near-copy: pairs, mean +- SE, wins | wins that vary the baseline's move |",
+            "|---|---|---|---:|---|---|---|---|---|---:|",
+        ]
+        for p in test["pairs"]:
+            per_seed = ", ".join(f"{q['mean']:+.2f}" for q in p["per_seed"])
+            over, clean = p["over_seeds"], p["no_copy"]
+            lines.append(
+                f"| {p['arm']} | {p['against']} | {p['checkpoint']} | {p['n']} | {pm(p['mean'], p['se'], '+.2f')} "
+                f"| {p['wins']} / {p['losses']} / {p['ties']} | {per_seed} ({p['seeds_won']} of {len(p['per_seed'])}) "
+                f"| {pm(over['mean'], over['ci95'], '+.2f')} | {clean['n']}, {pm(clean['mean'], clean['se'], '+.2f')}, "
+                f"{clean['wins']} | {p['wins_near_copy_of_baseline']} |"
+            )
+    return lines
 
 
 def _paired_table(pairs: list[tuple[str, Any]]) -> list[str]:

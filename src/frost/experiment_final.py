@@ -174,16 +174,20 @@ def is_done(folder: Path, args: list[str]) -> bool:
 
 
 def run_diagnostics(
-    out: Path, commands: list[tuple[Path, list[str]]], note: Callable[[dict[str, Any]], None], threads: int = 0
+    out: Path,
+    commands: list[tuple[Path, list[str]]],
+    note: Callable[[dict[str, Any]], None],
+    threads: int = 0,
+    root: str = "final",
 ) -> None:
     """Run every command not yet done (each claimed, so that workers share them out), as `python -m frost ARGS
-    --threads THREADS` with its output in `FOLDER/log.txt` (the thread count is not part of what makes it done).
-    A stop signal ends the diagnostic in progress and raises DiagnosticPaused."""
+    --threads THREADS --out OUT/ROOT/REL` with its output in `log.txt` there (the thread count is not part of what
+    makes it done). A stop signal ends the diagnostic in progress and raises DiagnosticPaused."""
     for rel, args in commands:
-        folder = out / "final" / rel
+        folder = out / root / rel
         if is_done(folder, args):
             continue
-        held = claims.claim(out / "claims" / f"final-{rel.parent.name}-{rel.name}")
+        held = claims.claim(out / "claims" / f"{root}-{rel.parent.name}-{rel.name}")
         if held is None:
             continue
         try:
@@ -201,7 +205,7 @@ def run_diagnostics(
                 lines = (folder / "log.txt").read_text().strip().splitlines()
                 last = lines[-1] if lines else "no output"
                 raise FrostError(
-                    f"final.{rel.parent.name} {rel.name} failed (exit {code}): {last}; see {folder}/log.txt"
+                    f"{root}.{rel.parent.name} {rel.name} failed (exit {code}): {last}; see {folder}/log.txt"
                 )
             (folder / "done.json").write_text(json.dumps({"args": args}) + "\n")
             note({"event": "diagnostic", "diagnostic": f"{rel.parent.name}/{rel.name}", "status": "done"})

@@ -1,0 +1,259 @@
+"""An experiment's choices made on the dev texts and its one final test phase.
+
+An experiment file may add, beside its arms and seeds:
+
+    grid: {field: optim.lr, values: [3.0e-5, 1.0e-4], seed: 0}   # every arm trains once per value at this seed
+    choose: {last: 3}                  # each arm's value: the best mean dev best-of-N over a run's last 3 validations
+    baselines: [grpo-k8, grpo-k8-passk]                    # the test phase compares every other arm with each
+    test: {samples: 8}                                     # best-of-N of the chosen checkpoints on the test split
+
+and the data overrides that declare the splits (`data.validation_size` dev texts, `data.test_start`/`test_size`
+test texts) with `train.keep_adapters: true`. The experiment then runs in phases:
+
+1. the grid: `OUT/runs/ARM-G{i}-seedS` for each value i of the grid field, at the grid seed;
+2. each arm's choice, once its grid runs are finished, by the rule of `choose` (ties: the first value listed), written
+   to `OUT/choices.json`; the arm's run at the grid seed is its grid run at the chosen value (`OUT/runs/ARM-seedS`
+   is a link to it) and its other seeds train at that value;
+3. once every run is finished, each run's checkpoints for the test: the last step and its best dev step (the
+   validation step with the highest best-of-N; ties: the earliest), added to `choices.json`, which is then complete;
+4. `frost experiment FILE --test` (only then, and only with `choices.json` complete): `frost evaluate` of every
+   chosen checkpoint on the test split into `OUT/test/RUN/step-N/`, each recording the SHA-256 of the
+   `choices.json` it used. Nothing before this phase reads the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from frost import runlog
+from frost.errors import ConfigError
+from frost.stats import mean_ci
+
+CHECKPOINT_KINDS = ("last", "best_dev")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One config field trained at several values, at one seed."""
+
+    field: str
+    values: tuple[Any, ...]
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ChoiceRule:
+    """How a grid value is chosen: the highest mean dev best-of-N over a run's last `last` validations."""
+
+    last: int = 3
+
+    def describe(self, field: str) -> str:
+        return (
+            f"for each arm, the {field} whose grid run has the highest mean dev best-of-N over its last {self.last} "
+            "validation steps (ties: the first value listed); each run's best dev step is its validation step with "
+            "the highest dev best-of-N (ties: the earliest)"
+        )
+
+
+@dataclass(frozen=True)
+class TestPhase:
+    """The final test phase: `samples` moves per test text at each chosen checkpoint."""
+
+    samples: int = 8
+
+
+def parse_grid(value: Any) -> Grid | None:
+    """Check `experiment.grid` (one-line errors naming the field)."""
+    if value is None:
+        return None
+    where = "experiment.grid"
+    if not isinstance(value, dict) or set(value) - {"field", "values", "seed"} or "field" not in value:
+        raise ConfigError(f"{where}: give {{field: optim.lr, values: [3.0e-5, 1.0e-4], seed: 0}}")
+    field, values, seed = value["field"], value.get("values"), value.get("seed", 0)
+    if not isinstance(field, str) or "." not in field:
+        raise ConfigError(f"{where}.field: give a config field, e.g. optim.lr")
+    if not isinstance(values, list) or len(values) < 2 or len({json.dumps(v) for v in values}) != len(values):
+        raise ConfigError(f"{where}.values: give at least two different values, e.g. [3.0e-5, 1.0e-4]")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{where}.seed: give an integer seed")
+    return Grid(field, tuple(values), seed)
+
+
+def parse_choose(value: Any) -> ChoiceRule:
+    """Check `experiment.choose`."""
+    if value is None:
+        return ChoiceRule()
+    last = value.get("last") if isinstance(value, dict) and not set(value) - {"last"} else None
+    if isinstance(last, bool) or not isinstance(last, int) or last < 1:
+        raise ConfigError("experiment.choose: give {last: N}, N >= 1 (validations averaged at the end of a run)")
+    return ChoiceRule(last)
+
+
+def parse_test(value: Any) -> TestPhase | None:
+    """Check `experiment.test`."""
+    if value is None:
+        return None
+    samples = value.get("samples", 8) if isinstance(value, dict) and not set(value) - {"samples"} else None
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ConfigError("experiment.test: give {samples: N}, N >= 1 (moves per test text)")
+    return TestPhase(samples)
+
+
+def grid_run_name(arm: str, index: int, seed: int) -> str:
+    """The folder name of an arm's grid run at the grid's value `index`."""
+    return f"{arm}-G{index}-seed{seed}"
+
+
+def validations(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, dev best-of-N) of each validation a run logged, in order."""
+    out = []
+    for row in runlog.read(run_dir / "metrics.jsonl"):
+        key = next((k for k in row if k.startswith("val/best_of_")), None)
+        if key is not None:
+            out.append((int(row["step"]), float(row[key])))
+    return out
+
+
+def grid_score(run_dir: Path, rule: ChoiceRule) -> float:
+    """The rule's score of one grid run: its mean dev best-of-N over its last `rule.last` validations."""
+    vals = validations(run_dir)[-rule.last :]
+    return statistics.fmean(v for _, v in vals) if vals else float("nan")
+
+
+def choose_value(scores: list[float]) -> int:
+    """The index of the best finite score (the first among equals)."""
+    finite = [(s, -i) for i, s in enumerate(scores) if math.isfinite(s)]
+    if not finite:
+        raise ConfigError("experiment.choose: no grid run has a finite dev best-of-N to choose by")
+    return -max(finite)[1]
+
+
+def best_dev_step(run_dir: Path) -> tuple[int, float]:
+    """A run's validation step with the highest dev best-of-N (the earliest among equals), and that value."""
+    vals = validations(run_dir)
+    if not vals:
+        raise ConfigError(f"{run_dir}: no validation logged, so no best dev step; validate during training")
+    best = max(v for _, v in vals)
+    return next((s, v) for s, v in vals if v == best)
+
+
+def read_choices(out: Path) -> dict[str, Any]:
+    """`OUT/choices.json`, or an empty record."""
+    path = out / "choices.json"
+    if not path.is_file():
+        return {"arms": {}, "checkpoints": {}, "complete": False}
+    return dict(json.loads(path.read_text()))
+
+
+def write_choices(out: Path, choices: dict[str, Any]) -> None:
+    """Rewrite `OUT/choices.json` atomically."""
+    tmp = out / f"choices.tmp-{os.getpid()}.json"
+    tmp.write_text(json.dumps(choices, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, out / "choices.json")
+
+
+def link_chosen_run(runs: Path, arm: str, seed: int, grid_name: str) -> None:
+    """Make `runs/ARM-seedS` a relative link to the chosen grid run (the arm's run at the grid seed)."""
+    link = runs / f"{arm}-seed{seed}"
+    if link.is_symlink() and os.readlink(link) == grid_name:
+        return
+    if link.exists() and not link.is_symlink():
+        raise ConfigError(f"{link} already holds a run; the grid's chosen run would take its place: move it away")
+    tmp = runs / f".link-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(grid_name)
+    os.replace(tmp, link)
+
+
+def test_folder(out: Path, run: str, step: int) -> Path:
+    """Where the test phase writes one checkpoint's results."""
+    return out / "test" / run / f"step-{step:07d}"
+
+
+def test_best(out: Path, run: str, step: int) -> dict[str, dict[str, Any]] | None:
+    """Per test text of one evaluated checkpoint: its best move (text, reward) and the shown text; None if the
+    checkpoint was not evaluated."""
+    path = test_folder(out, run, step) / "samples.jsonl"
+    if not path.is_file() or not (test_folder(out, run, step) / "done.json").is_file():
+        return None
+    best = {}
+    for row in runlog.read(path):
+        move = max(row["moves"], key=lambda m: m["reward"])
+        best[row["doc"]] = {"text": move["text"], "reward": move["reward"], "shown": row.get("shown", "")}
+    return best
+
+
+def test_summary(
+    out: Path, choices: dict[str, Any], arms: list[str], baselines: list[str], seeds: dict[str, list[int]]
+) -> dict[str, Any]:
+    """The test phase's statistics: per arm and checkpoint kind, best-of-N over test texts (mean over seeds with a
+    95% t interval) and the near-copy rate of the best moves; per arm against each baseline and checkpoint kind, the
+    difference per test text and seed, its mean per seed and a t interval over seeds, wins / losses / ties, the same
+    on the texts where neither best move is a near-copy of the shown text, and the wins whose best move is a
+    near-copy of the baseline's best move."""
+    from frost.games import NEAR_COPY, copy_fraction, is_near_copy
+
+    def best(arm: str, seed: int, kind: str) -> dict[str, dict[str, Any]] | None:
+        run = f"{arm}-seed{seed}"
+        step = choices.get("checkpoints", {}).get(run, {}).get(kind)
+        return None if step is None else test_best(out, run, int(step))
+
+    per_arm: dict[str, Any] = {}
+    for arm in arms:
+        per_arm[arm] = {}
+        for kind in CHECKPOINT_KINDS:
+            means, copies = [], []
+            for seed in seeds[arm]:
+                found = best(arm, seed, kind)
+                if found:
+                    means.append(statistics.fmean(x["reward"] for x in found.values()))
+                    copies.append(statistics.fmean(is_near_copy(x["text"], x["shown"]) for x in found.values()))
+            per_arm[arm][kind] = {"best_of_n": mean_ci(means), "near_copy": mean_ci(copies), "seeds": len(means)}
+    pairs: list[dict[str, Any]] = []
+    for baseline in baselines:
+        for arm in arms:
+            if arm == baseline:
+                continue
+            for kind in CHECKPOINT_KINDS:
+                diffs, clean, per_seed, variants = [], [], [], 0
+                for seed in sorted(set(seeds[arm]) & set(seeds[baseline])):
+                    mine, theirs = best(arm, seed, kind), best(baseline, seed, kind)
+                    if not mine or not theirs:
+                        continue
+                    docs = sorted(mine.keys() & theirs.keys())
+                    d = [mine[x]["reward"] - theirs[x]["reward"] for x in docs]
+                    per_seed.append({"seed": seed, "mean": statistics.fmean(d), "n": len(d)})
+                    diffs += d
+                    for x, dx in zip(docs, d, strict=True):
+                        ours, base = mine[x], theirs[x]
+                        if not is_near_copy(ours["text"], ours["shown"]) and not is_near_copy(
+                            base["text"], base["shown"]
+                        ):
+                            clean.append(dx)
+                        if dx > 0 and copy_fraction(ours["text"], base["text"]) >= NEAR_COPY:
+                            variants += 1
+                if not diffs:
+                    continue
+                pairs.append(
+                    {
+                        "arm": arm,
+                        "against": baseline,
+                        "checkpoint": kind,
+                        **mean_ci(diffs),
+                        "wins": sum(d > 0 for d in diffs),
+                        "losses": sum(d < 0 for d in diffs),
+                        "ties": sum(d == 0 for d in diffs),
+                        "per_seed": per_seed,
+                        "seeds_won": sum(p["mean"] > 0 for p in per_seed),
+                        "over_seeds": mean_ci([p["mean"] for p in per_seed]),
+                        "no_copy": {**mean_ci(clean), "wins": sum(d > 0 for d in clean)},
+                        "wins_near_copy_of_baseline": variants,
+                    }
+                )
+    return {"arms": per_arm, "pairs": pairs}
