@@ -43,9 +43,12 @@ def files(tmp: Path) -> dict[str, str]:
     (tmp / "bad-experiment.yaml").write_text("out: x\narms: {}\n")
     (tmp / "bad-final.yaml").write_text("out: x\narms: {a: {}}\nfinal: {selection: {K: 4, Dee: 4}}\n")
     (tmp / "empty-run").mkdir(exist_ok=True)
+    (tmp / "one-value-grid.yaml").write_text("out: x\narms: {a: {}}\ngrid: {field: optim.lr, values: [0.1]}\n")
+    (tmp / "no-baselines.yaml").write_text("out: x\narms: {a: {}}\ntest: {samples: 8}\n")
     return {k: str(tmp / k) for k in ("not-a-model", "unknown-key.yaml", "not-yaml.yaml", "empty.jsonl",
                                        "binary.jsonl", "docs.csv", "no-move.yaml", "bad-experiment.yaml",
-                                       "bad-final.yaml", "empty-run")}  # fmt: skip
+                                       "bad-final.yaml", "empty-run", "one-value-grid.yaml",
+                                       "no-baselines.yaml")}  # fmt: skip
 
 
 CASES: list[tuple[str, list[str], str]] = [
@@ -165,6 +168,15 @@ CASES: list[tuple[str, list[str], str]] = [
         ["diagnose", "samples", "{tiny-run}", "{tiny-run}", "--model", "embedded"],
         "another model",
     ),
+    ("evaluate: a run without a test split", ["evaluate", "{tiny-run}", "--out", "o"], "data.test_size"),
+    ("evaluate: an unknown split", ["evaluate", "{tiny-run}", "--split", "dev", "--out", "o"], "--split"),
+    ("evaluate: a folder that is not a run", ["evaluate", "{empty-run}", "--out", "o"], "neither a run folder"),
+    ("evaluate: --record file missing", ["evaluate", "{tiny-run}", "--record", "no.json", "--out", "o"], "--record"),
+    ("experiment: a grid of one value", ["experiment", "{one-value-grid.yaml}"], "experiment.grid.values"),
+    ("experiment: a test block without baselines", ["experiment", "{no-baselines.yaml}"], "experiment.test"),
+    ("diagnose rounds: 0 rounds", ["diagnose", "rounds", "--rounds", "0"], "--rounds"),
+    ("diagnose rounds: unknown rule", ["diagnose", "rounds", "--rules", "best"], "frost.rule"),
+    ("bench: negative --frost-D", ["bench", "--only", "options", "--frost-D", "-1"], "--frost-D"),
 ]
 
 

@@ -13,7 +13,9 @@ from frost.bench import (
     bench_training,
     default_arms,
     forward_flops,
+    option_arms,
     peak_memory_bytes,
+    step_flops,
     training_markdown,
     training_ratios,
 )
@@ -91,3 +93,39 @@ def test_peak_memory_is_positive():
 def test_arm_labels():
     assert Arm("grpo", 8).label == "GRPO K=8"
     assert Arm("frost", 4, "full-gated", naive=True).label == "Frost K=4 full-gated (naive path)"
+
+
+def test_step_flops_count_each_update_and_each_player_reread():
+    shape = ModelShape.from_config(make_tiny_llama(vocab=211).config)
+    kw = {"B": 2, "K": 4, "L": 3, "prompt": 10, "judge_len": 20, "judge_fwd": 8, "judge_bwd": 4}
+    player = forward_flops(shape, 2 * (10 + 4 * 3), 10 + 3 / 2, 2 * 4 * 3)
+    one, two = step_flops(shape, **kw), step_flops(shape, **kw, updates=2)
+    assert two - one == pytest.approx(3 * player)  # a policy forward, its backward and a reference forward
+    reread = step_flops(shape, **kw, player_rereads=5) - one
+    assert reread == pytest.approx(5 * forward_flops(shape, 13, 13 / 2, 3))
+
+
+def test_option_arms_time_rounds_and_updates_on_a_tiny_model(embedded_tokenizer):
+    model = make_tiny_llama(vocab=len(embedded_tokenizer), seed=3)
+    base = LoadedModel(model, embedded_tokenizer, "tiny", torch.device("cpu"), torch.float32)
+    arms = option_arms(2, ("judge-gated",))
+    assert [a.label for a in arms] == [
+        "GRPO K=4", "GRPO K=4 ppo-clip epochs=2", "Frost K=2 judge-gated", "Frost K=2 judge-gated rounds=2",
+        "Frost K=2 judge-gated rounds=3", "Frost K=2 judge-gated ppo-clip epochs=2",
+    ]  # fmt: skip
+    result = bench_training(
+        "tiny", K=2, L=3, batch_size=2, steps=2, arms=arms, base=base,
+        overrides={"lora": {"rank": 4, "alpha": 8}, "frost": {"D": 2, "tau": 1e-3}},
+    )  # fmt: skip
+    by = {a["label"]: a for a in result["arms"]}
+    assert by["GRPO K=4 ppo-clip epochs=2"]["judge_fwd_seqs"] == by["GRPO K=4"]["judge_fwd_seqs"]
+    assert by["GRPO K=4 ppo-clip epochs=2"]["step_flops"] > by["GRPO K=4"]["step_flops"]
+    assert by["Frost K=2 judge-gated rounds=3"]["judge_fwd_seqs_mean"] >= by["Frost K=2 judge-gated"]["judge_fwd_seqs"]
+    r = result["ratios"]
+    assert {"rounds2_vs_rounds1[judge-gated]", "rounds3_vs_rounds1[judge-gated]", "epochs2_vs_epochs1[judge-gated]",
+            "epochs2_vs_epochs1[grpo-k4]"} <= set(r)  # fmt: skip
+    plain = by["Frost K=2 judge-gated"]["time/step_s"]
+    assert r["rounds2_vs_rounds1[judge-gated]"] == pytest.approx(
+        by["Frost K=2 judge-gated rounds=2"]["time/step_s"] / plain
+    )
+    assert r["frost_k2_vs_grpo_k4"] == pytest.approx(plain / by["GRPO K=4"]["time/step_s"])  # plain arms only

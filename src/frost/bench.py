@@ -236,14 +236,26 @@ def forward_flops(shape: ModelShape, tokens: float, context: float, logit_positi
 
 
 def step_flops(
-    shape: ModelShape, *, B: int, K: int, L: int, prompt: int, judge_len: int, judge_fwd: int, judge_bwd: int
+    shape: ModelShape,
+    *,
+    B: int,
+    K: int,
+    L: int,
+    prompt: int,
+    judge_len: int,
+    judge_fwd: float,
+    judge_bwd: float,
+    updates: int = 1,
+    player_rereads: float = 0,
 ) -> float:
     """Estimated FLOPs of one training step from the model's shape: sampling (prompt prefill, K*L decode tokens),
-    the player's loss (forward, a backward of about one forward since the base weights take no gradient) and the
-    reference forward, the judge forwards (every sequence) and backwards (about one forward each)."""
+    per update the player's loss (forward, a backward of about one forward since the base weights take no gradient)
+    and the reference forward, the judge forwards (every sequence) and backwards (about one forward each), and the
+    player forwards over prompt + move that later Frost rounds run for the gate (`player_rereads` sequences)."""
     player = forward_flops(shape, B * (prompt + K * L), prompt + L / 2, B * K * L)
     judge = forward_flops(shape, judge_len, judge_len / 2, judge_len)
-    return 4 * player + (judge_fwd + judge_bwd) * judge
+    reread = forward_flops(shape, prompt + L, (prompt + L) / 2, L)
+    return (1 + 3 * updates) * player + (judge_fwd + judge_bwd) * judge + player_rereads * reread
 
 
 def _reset_peak_memory(device: torch.device) -> None:
@@ -496,9 +508,12 @@ def bench_training(
             median = statistics.median(step_s)
             fwd, bwd = records[0]["judge_fwd_seqs"], records[0]["judge_bwd_seqs"]
             judge_seqs = [(r["judge_fwd_seqs"], r["judge_bwd_seqs"]) for r in records]
+            sampled_and_loss = batch_size * arm.K * (1 + 2 * arm.epochs)
+            rereads = statistics.fmean(r["player_fwd_seqs"] - sampled_and_loss for r in records)
             flops = step_flops(
                 shape, B=batch_size, K=arm.K, L=L, prompt=len(inst.prompt_ids), judge_len=inst.max_judge_length,
-                judge_fwd=fwd, judge_bwd=bwd,
+                judge_fwd=statistics.fmean(f for f, _ in judge_seqs),
+                judge_bwd=statistics.fmean(b for _, b in judge_seqs), updates=arm.epochs, player_rereads=rereads,
             )  # fmt: skip
             out["arms"].append(
                 {
