@@ -437,3 +437,22 @@ def test_final_diagnostics_skip_what_another_worker_holds_and_a_failure_is_one_l
     with pytest.raises(FrostError, match=r"final\.selection b failed \(exit 2\): frost diagnose: error: .*nope"):
         run_diagnostics(tmp_path, [(Path("selection/b"), bad)], notes.append, threads=1)
     assert not is_done(tmp_path / "final" / "selection" / "b", bad)
+
+
+def test_the_matched_curve_compares_at_every_validation_step_of_the_reference(tmp_path):
+    from frost.experiment import Arm, Experiment, markdown, matched_curve, summarize
+
+    # the reference spends 10 judge forwards a step, the arm 20: at the reference's step 2 (20 forwards) the arm's
+    # last validation with no more forwards is its step 0 (its step 2 cost 40)
+    _fake_run(tmp_path / "runs" / "ref-seed0", 10, {0: [-9.0, -9.0], 2: [-8.0, -8.0], 4: [-5.0, -6.0]})
+    _fake_run(tmp_path / "runs" / "arm-seed0", 20, {0: [-9.0, -9.0], 2: [-4.0, -7.0], 4: [-1.0, -1.0]})
+    experiment = Experiment(out=tmp_path, seeds=[0], arms=[Arm("ref", None), Arm("arm", None)], reference="ref")
+    curve = matched_curve(experiment, experiment.arms[1])
+    assert [c["reference_step"] for c in curve] == [0, 2, 4]
+    assert [c["arm_steps"] for c in curve] == [[0], [0], [2]]
+    assert [c["reference_judge_fwd"] for c in curve] == [0, 20, 40]
+    # step 0: equal; ref step 2: arm step 0 (-9) - (-8) = -1 on both texts; ref step 4: arm step 2 (+1, -1)
+    assert [c["mean"] for c in curve] == pytest.approx([0.0, -1.0, 0.0])
+    assert matched_curve(experiment, experiment.arms[0]) == []  # the reference has no curve against itself
+    text = markdown(summarize(experiment))
+    assert "| arm | +0.00 | -1.00 | +0.00 |" in text

@@ -447,12 +447,17 @@ def unfinished_runs(experiment: Experiment) -> dict[tuple[str, int], int]:
 
 
 def paired(
-    experiment: Experiment, arm: Arm, matched: str = "step", skip: Collection[tuple[str, int]] = ()
+    experiment: Experiment,
+    arm: Arm,
+    matched: str = "step",
+    skip: Collection[tuple[str, int]] = (),
+    anchor: int | None = None,
 ) -> dict[str, Any] | None:
     """Best-of-N of `arm` minus the reference's, per validation text and seed: at their last common validation step
-    (`matched="step"`), or (`matched="judge_fwd"`, the paper's x axis) the reference at its last validation step and
-    the arm at its last validation step that spent no more judge forward sequences than the reference had. Seeds where
-    either run is in `skip` ((arm, seed) pairs, e.g. unfinished runs) are left out."""
+    (`matched="step"`), or (`matched="judge_fwd"`, the paper's x axis) the reference at its last validation step (or
+    at validation step `anchor`) and the arm at its last validation step that spent no more judge forward sequences
+    than the reference had. Seeds where either run is in `skip` ((arm, seed) pairs, e.g. unfinished runs) are left
+    out."""
     if experiment.reference is None or arm.name == experiment.reference:
         return None
     ref = next(a for a in experiment.arms if a.name == experiment.reference)
@@ -466,9 +471,9 @@ def paired(
         r_dir = experiment.out / "runs" / f"{ref.name}-seed{seed}"
         a_fwd, r_fwd = _judge_fwd_at(a_dir), _judge_fwd_at(r_dir)
         if matched == "judge_fwd":
-            if not r_fwd or not a_fwd:
+            if not r_fwd or not a_fwd or (anchor is not None and anchor not in r_fwd):
                 continue
-            r_step = max(r_fwd)
+            r_step = max(r_fwd) if anchor is None else anchor
             within = [s for s, n in a_fwd.items() if n <= r_fwd[r_step]]
             if not within:
                 continue
@@ -504,6 +509,26 @@ def paired(
         "seeds_won": sum(p["mean"] > 0 for p in per_seed),
         "over_seeds": mean_ci([p["mean"] for p in per_seed]),
     }
+
+
+def matched_curve(experiment: Experiment, arm: Arm, skip: Collection[tuple[str, int]] = ()) -> list[dict[str, Any]]:
+    """The matched-judge-forwards comparison at every validation step of the reference (not one anchor): for each,
+    `paired(..., matched="judge_fwd", anchor=step)`, with the reference's mean judge forwards at that step."""
+    if experiment.reference is None or arm.name == experiment.reference:
+        return []
+    ref = next(a for a in experiment.arms if a.name == experiment.reference)
+    steps: set[int] = set()
+    for seed in ref.seeds or experiment.seeds:
+        if (ref.name, seed) not in skip:
+            steps |= set(_judge_fwd_at(experiment.out / "runs" / f"{ref.name}-seed{seed}"))
+    curve = []
+    for step in sorted(steps):
+        p = paired(experiment, arm, matched="judge_fwd", skip=skip, anchor=step)
+        if p is not None:
+            curve.append({"reference_step": step, "reference_judge_fwd": statistics.fmean(p["reference_judge_fwd"]),
+                          "arm_steps": p["steps"], "over_seeds": p["over_seeds"], "mean": p["mean"],
+                          "seeds": len(p["per_seed"])})  # fmt: skip
+    return curve
 
 
 CURVES = ("best", "mean", "entropy", "var", "zero", "copy", "judge_fwd", "wall_s")
@@ -553,6 +578,7 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
             "curves": {s: {k: mean_ci(v) for k, v in c.items()} for s, c in sorted(curves.items())},
             "paired": paired(experiment, arm, skip=unfinished),
             "paired_at_judge_fwd": paired(experiment, arm, matched="judge_fwd", skip=unfinished),
+            "matched_curve": matched_curve(experiment, arm, unfinished),
         }
     in_progress = [{"arm": a, "seed": s, "step": n} for (a, s), n in sorted(unfinished.items())]
     summary: dict[str, Any] = {"reference": experiment.reference, "arms": arms, "in_progress": in_progress}
@@ -612,6 +638,22 @@ def markdown(summary: dict[str, Any]) -> str:
             "",
         ]
         lines += _paired_table(matched)
+    curves = [(n, a["matched_curve"]) for n, a in summary["arms"].items() if a.get("matched_curve")]
+    if curves:
+        columns = sorted({c["reference_step"]: c for _, curve in curves for c in curve}.items())
+        header = " | ".join(f"ref step {step} ({c['reference_judge_fwd']:.0f} fwd)" for step, c in columns)
+        lines += [
+            "",
+            "Matched judge forwards at every validation step of the reference (arm minus reference, per validation "
+            "text and seed; the arm at its last validation step with no more judge forwards; mean over seeds +- 95% t "
+            "interval):",
+            "",
+            f"| arm | {header} |",
+            "|---|" + "---|" * len(columns),
+        ]
+        for name, curve in curves:
+            cells = {c["reference_step"]: pm(c["over_seeds"]["mean"], c["over_seeds"]["ci95"], "+.2f") for c in curve}
+            lines.append(f"| {name} | " + " | ".join(cells.get(step, "-") for step, _ in columns) + " |")
     if summary.get("final"):
         lines += final_markdown(summary["final"])
     if summary.get("choices", {}).get("arms"):
