@@ -188,3 +188,43 @@ def test_score_and_infill_on_the_title_game(capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["moves"][0]["reward"] >= res["initial_best"] - 1e-4
     assert all(1 <= len(m["ids"]) <= 10 for m in res["moves"])
+
+
+GAME_FILE = (
+    "name: next-words\n"
+    "move: {max_length: 3, stop: eos}\n"
+    "forbid: [newlines]\n"
+    "player: 'Name the topic of this text in at most {move_length} tokens: {doc:0:24}'\n"
+    "judge:\n  - start: true\n  - text: 'Topic:'\n  - move: true\n  - text: '. '\n"
+    "  - doc: [0, 24]\n    scored: true\n"
+)
+
+
+def test_game_on_the_command_line_replaces_a_shipped_configs_game(tmp_path):
+    """`--game FILE` with a config written for infilling: the infilling fields go, the move length stays."""
+    from frost.config import load_config
+
+    game = tmp_path / "next-words.yaml"
+    game.write_text(GAME_FILE)
+    config = load_config("configs/cpu-demo-frost.yaml", ["train.K=2"], game=str(game))
+    assert config.game.kind == str(game) and config.game.move_length == 8
+    assert config.game.params() == {"move_length": 8}
+    assert config.train.K == 2 and config.frost.rule == "taylor-gated"  # the rest of the file is kept
+    title = load_config("configs/cpu-demo-frost.yaml", ["game.move_length=5"], game="title")
+    assert title.game.kind == "title" and title.game.move_length == 5  # --set still wins
+
+
+def test_frost_train_takes_a_game_file_and_the_model_options_with_a_shipped_config(tmp_path):
+    from frost.cli import main
+
+    game = tmp_path / "next-words.yaml"
+    game.write_text(GAME_FILE)
+    run = tmp_path / "run"
+    argv = ["train", "--config", "configs/cpu-demo-frost.yaml", "--game", str(game), "--model", "qwen3-tiny-shape",
+            "--device", "cpu", "--dtype", "float32", "--steps", "1", "--run-dir", str(run), "--no-progress",
+            "--set", "train.K=2", "--set", "train.batch_size=1", "--set", "train.val_every=0",
+            "--set", "data.source=handwritten", "--set", "data.validation_size=1", "--set", "lora.rank=4"]  # fmt: skip
+    assert main(argv) == 0
+    saved = (run / "config.yaml").read_text()
+    assert "name: qwen3-tiny-shape" in saved and "device: cpu" in saved and "dtype: float32" in saved
+    assert "next-words" in (run / "game.yaml").read_text()

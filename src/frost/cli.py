@@ -169,7 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a player with GRPO or Frost-GRPO")
     p.add_argument("--config", type=Path, help="YAML config (configs/*.yaml); defaults for anything not set")
-    p.add_argument("--game", help="override game.kind: a built-in game or a YAML game file")
+    p.add_argument(
+        "--game",
+        help="play this game instead of the config's: a built-in game or a YAML game file (the config's other game "
+        "fields are dropped, its game.move_length kept; --set game.FIELD=... for more)",
+    )
+    p.add_argument("--model", help="override model.name: embedded, a folder, a hub id or a shape (qwen3-14b-shape)")
+    p.add_argument("--device", help="override model.device: auto, cpu or cuda[:N]")
+    p.add_argument("--dtype", help="override model.dtype: auto, float32, bfloat16 or float16")
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--run-dir", help="override train.run_dir")
     p.add_argument("--seed", type=int, help="override train.seed")
@@ -619,13 +626,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.run_dir={json.dumps(args.run_dir)}")
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
-    if args.game is not None:
-        overrides.append(f"game.kind={json.dumps(args.game)}")
+    for name in ("model", "device", "dtype"):
+        if getattr(args, name) is not None:
+            overrides.append(f"model.{'name' if name == 'model' else name}={json.dumps(getattr(args, name))}")
     if args.random_weights:
         overrides.append("model.random_weights=true")
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite: give one (--resume continues the run, --overwrite starts again)")
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, overrides, game=args.game)
     _setup_torch(args)
     _quiet_transformers()
     trainer = Trainer(config, resume=args.resume, overwrite=args.overwrite)

@@ -328,8 +328,10 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     return config.validate()
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML file (or the defaults), apply `key.sub=value` overrides, validate."""
+def load_config(path: str | Path | None, overrides: list[str] | None = None, *, game: str | None = None) -> Config:
+    """Read a YAML file (or the defaults), apply `key.sub=value` overrides, validate. `game` (a built-in game or a
+    game file) replaces the file's game section, keeping only its `move_length`: the other fields belong to the
+    file's game (e.g. infilling's begin_tokens) and would not apply to another."""
     values: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -341,6 +343,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"--config: {p} is not valid YAML ({str(exc).splitlines()[0]})") from exc
         if not isinstance(values, dict):
             raise ConfigError(f"--config: {p} must hold a mapping of sections (model, train, ...)")
+    if game is not None:
+        section = values.get("game")
+        old: dict[str, Any] = section if isinstance(section, dict) else {}
+        values["game"] = {"kind": game} | ({"move_length": old["move_length"]} if old.get("move_length") else {})
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.K=8")

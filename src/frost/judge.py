@@ -30,7 +30,7 @@ import torch
 
 from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance
-from frost.models import cache_io, causal_lm_logits, check_fits_context, no_grad
+from frost.models import cache_io, causal_lm_logits, check_fits_context, lm_head_logits, no_grad
 from frost.moves import content_lengths, content_mask
 from frost.sampling import PromptBatch
 
@@ -395,11 +395,11 @@ class Judge:
         prompt = PromptBatch.build(prefixes, dev)
         plen = torch.tensor(prompt.lengths, device=dev)
         keep = max(prompt.lengths) - first + 1  # prefix columns whose logits predict a target
-        decoder, head = self.model.get_decoder(), self.model.get_output_embeddings()
+        decoder = self.model.get_decoder()
         cache_kw, cache_attr = cache_io(decoder)
         with torch.no_grad():
             out = decoder(**prompt.forward_kwargs(), use_cache=True)
-            prefix_logits = head(out.last_hidden_state[:, -keep:].contiguous())
+            prefix_logits = lm_head_logits(self.model, out.last_hidden_state[:, -keep:].contiguous())
         cache = getattr(out, cache_attr)
         cache.batch_select_indices(text_of)
         starts = plen[text_of]  # [n] where each row's move begins
@@ -417,7 +417,7 @@ class Judge:
                 "position_ids": starts.view(-1, 1) + torch.arange(span, device=dev).view(1, -1),
             }
         hidden = decoder(**inputs, use_cache=True, **{cache_kw: cache}, **step).last_hidden_state
-        rest_logits = head(hidden[:, : span - 1].contiguous())
+        rest_logits = lm_head_logits(self.model, hidden[:, : span - 1].contiguous())
         joined = torch.cat([prefix_logits[text_of].to(rest_logits.dtype), rest_logits], 1)
         # the logits predicting target t sit at joined column keep - plen + t - 1, before and after the move alike
         index = (keep - starts.view(-1, 1) + first - 1) + torch.arange(width - first, device=dev).view(1, -1)

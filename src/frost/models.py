@@ -268,6 +268,22 @@ def no_grad(model: Any) -> contextlib.AbstractContextManager[Any]:
     return torch.no_grad() if getattr(model, SHARDED_FLAG, False) else torch.inference_mode()
 
 
+def lm_head_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head of `hidden` with the model's own post-processing of its logits, as its causal-LM forward does it:
+    Granite divides by `config.logits_scaling`, Cohere multiplies by its `logit_scale` (soft-capping models take
+    the standard path, `causal_lm_logits`). Frost calls the decoder and the head apart (prefix caches, contiguous
+    head inputs), so this is the one place the post-processing is applied."""
+    logits = model.get_output_embeddings()(hidden)
+    config = getattr(model, "config", None)
+    scaling = getattr(config, "logits_scaling", None)
+    if isinstance(scaling, int | float) and scaling != 1:
+        logits = logits / scaling
+    scale = getattr(model, "logit_scale", None)  # Cohere keeps it on the model, from config.logit_scale
+    if isinstance(scale, int | float) and not isinstance(scale, bool) and scale != 1:
+        logits = logits * scale
+    return logits
+
+
 def causal_lm_logits(
     model: Any,
     *,
@@ -281,7 +297,8 @@ def causal_lm_logits(
 
     Same values as `model(..., logits_to_keep=keep).logits`, but the LM head runs on a contiguous copy of the
     sliced hidden states: on the CPU a head applied to the strided slice goes through a slow batched matmul
-    (about 8% of a judge forward on the embedded model). Models with logit soft-capping use the standard path.
+    (about 8% of a judge forward on the embedded model); the model's logit scaling is applied (`lm_head_logits`).
+    Models with logit soft-capping use the standard path.
     `attention_mask` and `position_ids` are those of left-padded batches (`frost.sampling.PromptBatch`).
     """
     extra = {"attention_mask": attention_mask, "position_ids": position_ids}
@@ -293,4 +310,4 @@ def causal_lm_logits(
             input_ids=input_ids, inputs_embeds=inputs_embeds, logits_to_keep=keep, use_cache=False, **extra
         ).logits
     hidden = decoder(input_ids=input_ids, inputs_embeds=inputs_embeds, use_cache=False, **extra).last_hidden_state
-    return head(hidden[:, -keep:].contiguous())
+    return lm_head_logits(model, hidden[:, -keep:].contiguous())

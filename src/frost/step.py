@@ -369,8 +369,9 @@ def step_loss(
                 p.grad = g
             if size <= 1:
                 raise LossOutOfMemory(
-                    "loss: out of memory with one text per policy pass; use a device with more memory, "
-                    "model.gradient_checkpointing, a smaller K or shorter game texts"
+                    "loss: out of memory with one text per policy pass; use a device with more memory, shard the "
+                    "frozen base over several GPUs (model.fsdp_shards), a smaller train.K or shorter game texts "
+                    "(game.move_length and the game's spans)"
                 ) from None
             settings.text_batch = size // 2
             warnings.warn(f"loss: out of memory at {size} texts per pass; continuing with {size // 2}", stacklevel=2)
