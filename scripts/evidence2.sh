@@ -1,0 +1,38 @@
+#!/bin/bash
+# Run the second evidence experiment (experiments/evidence2-*.yaml) in the background, one worker per game file with
+# one thread each, from a worktree pinned at the commit that started it (so later changes to main never alter a run
+# halfway) and a venv of its own. Idempotent: it sets up what is missing and resumes every run from its checkpoint.
+# Usage, from the repository root:  scripts/evidence2.sh        (logs: /work/evidence2/worker-*.log)
+#                                   scripts/evidence2.sh stop   (SIGTERM: each worker saves and pauses)
+#                                   scripts/evidence2.sh sync   (copy the runs' logs here, to commit)
+set -eu
+PIN=63a00b41db0d4d139f6edc9179e6f8a6f903f24d
+DIR=${EVIDENCE_DIR:-/work/evidence2}
+VENV=${EVIDENCE_VENV:-/work/evidence-venv}
+if [ "${1:-}" = stop ]; then
+    pkill -TERM -f "frost experiment experiments/evidence2-" || true
+    exit 0
+fi
+if [ "${1:-}" = sync ]; then  # the runs' logs and the choices into this checkout, to commit (no weights)
+    python3 -c "import shutil, sys; shutil.copytree(sys.argv[1], 'results/evidence2', symlinks=True, dirs_exist_ok=True,
+ignore=shutil.ignore_patterns('checkpoints', 'adapters', 'claims', 'tensorboard', '.link-*', '*.tmp-*'))" \
+        "$DIR/results/evidence2"
+    exit 0
+fi
+if [ ! -d "$DIR/src" ]; then
+    git worktree prune
+    git worktree add -f "$DIR" "$PIN"
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+    make .venv
+    cp -a .venv "$VENV"
+fi
+for game in infilling title; do
+    if pgrep -f "frost experiment experiments/evidence2-$game.yaml" > /dev/null; then
+        echo "$game: a worker is running"
+        continue
+    fi
+    (cd "$DIR" && PYTHONPATH="$DIR/src" nohup "$VENV/bin/python" -m frost experiment "experiments/evidence2-$game.yaml" \
+        --threads 1 --no-progress >> "worker-$game.log" 2>&1 &)
+    echo "$game: worker started (log $DIR/worker-$game.log)"
+done
