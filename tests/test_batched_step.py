@@ -247,3 +247,25 @@ def test_judge_prefix_cache_equals_full_sequences(mixed_instances, n_texts):
     auto = Judge(model)  # by default only where the prefix tokens saved reach the tokens each row still runs
     long_prefix = make_instance(move_length=L, prefix_len=30, suffix_len=4, seed=9)
     assert auto._cached([(0, long_prefix, [1] * L)] * 4, 1) and not auto._cached(rows, len(items))
+
+
+def test_parents_are_rescored_beside_their_children_wherever_matmuls_round():
+    """bf16 and fp16 judges, and float32 on CUDA with TF32 on (which `frost.models` turns on), compare a child with
+    its parent re-scored in the same pass; float32 on the CPU and float64 compare with the Taylor pass's reward."""
+    from frost.frost import needs_same_path
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert needs_same_path(torch.bfloat16, cpu) and needs_same_path(torch.float16, cuda)
+    assert not needs_same_path(torch.float64, cuda)
+    precision, tf32 = torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        assert needs_same_path(torch.float32, cuda) and not needs_same_path(torch.float32, cpu)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+        assert not needs_same_path(torch.float32, cuda) and not needs_same_path(torch.float32, cpu)
+        torch.set_float32_matmul_precision("high")  # TF32 allowed through the precision setting
+        assert needs_same_path(torch.float32, cuda)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+        torch.backends.cuda.matmul.allow_tf32 = tf32

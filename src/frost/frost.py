@@ -337,6 +337,18 @@ def replace_with_scores(
     )
 
 
+def needs_same_path(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether a parent must be re-scored beside its children before the strict comparison: when the judge's
+    matmuls round, so that the Taylor pass (inputs_embeds, with gradients, one batch layout) and the children's pass
+    (ids, another layout) can differ by more than a real improvement. True for bf16/fp16 judges, and for a float32
+    judge on CUDA while TF32 matmuls are on (`frost.models` turns them on: about 1e-3 relative apart); False for
+    float32 on the CPU and float64 (the two paths agree to ~1e-6)."""
+    if dtype not in (torch.float32, torch.float64):
+        return True
+    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    return dtype == torch.float32 and torch.device(device).type == "cuda" and tf32
+
+
 def replace_many(
     judge: Judge,
     items: list[tuple[GameInstance, torch.Tensor, torch.Tensor, Candidates]],
@@ -347,14 +359,14 @@ def replace_many(
     """Score the candidates of every text exactly (one batched, deduplicated judge pass over all texts' children)
     and apply strict-improvement replacement; `items` are (instance, parents [K, L], parent rewards [K], candidates).
 
-    With `same_path` (default: when the judge does not compute in float32/float64, e.g. bf16) the parents that have
+    With `same_path` (default: `needs_same_path`: bf16/fp16 judges, and float32 on CUDA with TF32) the parents that have
     a child are re-scored in the same pass as their children, so that the strict comparison sees one numeric path:
     the parents' rewards from the Taylor pass go through `inputs_embeds` with gradients, and in bf16 two kernels can
     differ by 0.01-0.1 nats, which would let a child "beat" its parent by noise. A child identical to its parent is
     then the same deduplicated row and can never replace it.
     """
     if same_path is None:
-        same_path = judge.dtype not in (torch.float32, torch.float64)
+        same_path = needs_same_path(judge.dtype, judge.device)
     queries: list[tuple[GameInstance, torch.Tensor]] = []
     owners: list[int] = []
     for n, (inst, parents, _, cands) in enumerate(items):
