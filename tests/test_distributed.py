@@ -58,6 +58,13 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+SAME = ("reward_mean", "reward_best", "reward_parents_mean", "kl", "loss", "entropy", "frost/frac_replaced",
+        "grad_norm")  # fmt: skip
+"""Metrics a multi-rank run must share with one rank. grad_norm: the gradient summed over the ranks before the
+optimizer step; AdamW's first update is lr * sign(g), blind to a uniform gradient scale (a wrong shard or world-size
+division), the norm is not."""
+
+
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
     for key in a:
@@ -90,16 +97,7 @@ def test_two_ranks_equal_one_rank_and_resume_on_one_rank(one_rank, tmp_path):
     train_one = [m for m in rows_one if "reward_mean" in m][:2]
     assert [m["step"] for m in train_two] == [1, 2] and all(m["world_size"] == 2 for m in train_two)
     for a, b in zip(train_two, train_one, strict=True):
-        for key in (
-            "reward_mean",
-            "reward_best",
-            "reward_parents_mean",
-            "kl",
-            "loss",
-            "entropy",
-            "frost/frac_replaced",
-            "grad_norm",  # summed over the ranks before the optimizer: AdamW's first step hides a uniform scale
-        ):
+        for key in SAME:
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-4), key
         for key in ("judge_fwd_seqs", "judge_bwd_seqs", "player_fwd_seqs", "tokens", "move_tokens_mean"):
             assert a[key] == b[key], key

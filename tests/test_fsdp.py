@@ -18,23 +18,11 @@ import torch.multiprocessing as mp
 from frost.distributed import DistributedError, World, gather, shard
 from frost.memplan import ModelShape
 from frost.shapes import SHAPES
-from test_distributed import adapter, assert_same_weights, metrics, train
+from test_distributed import SAME, adapter, assert_same_weights, metrics, train
 
 # Frost with a gate low enough that the tiny random model's children pass it (children are scored every step)
 FROST = ["--set", "train.algorithm=frost", "--set", "frost.tau=1e-9"]
 SHARDED = ["--set", "model.fsdp_shards=2"]
-SAME = (
-    "reward_mean",
-    "reward_best",
-    "reward_parents_mean",
-    "kl",
-    "loss",
-    "entropy",
-    "frost/frac_replaced",
-    "grad_norm",
-)
-"""grad_norm: the norm of the gradient summed over the ranks before the optimizer step; AdamW's first update is
-lr * sign(g), blind to a uniform gradient scale (a wrong shard or world-size division), the norm is not."""
 COUNTS = ("judge_fwd_seqs", "judge_bwd_seqs", "player_fwd_seqs", "tokens")
 
 

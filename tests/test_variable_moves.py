@@ -152,19 +152,22 @@ def test_every_builtin_game_trains_a_step(tmp_path, embedded_tokenizer, game):
     assert (tmp_path / "game.yaml").is_file() and (tmp_path / "checkpoints" / "latest").is_file()
 
 
+GAME_FILE = (
+    "name: next-words\n"
+    "move: {max_length: 3, stop: eos}\n"
+    "forbid: [newlines]\n"
+    "player: 'Name the topic of this text in at most {move_length} tokens: {doc:0:24}'\n"
+    "judge:\n  - start: true\n  - text: 'Topic:'\n  - move: true\n  - text: '. '\n"
+    "  - doc: [0, 24]\n    scored: true\n"
+)
+
+
 @pytest.mark.embedded
 def test_frost_train_on_a_game_file_writes_a_run(tmp_path):
     from frost.cli import main
 
     game = tmp_path / "next-words.yaml"
-    game.write_text(
-        "name: next-words\n"
-        "move: {max_length: 3, stop: eos}\n"
-        "forbid: [newlines]\n"
-        "player: 'Name the topic of this text in at most {move_length} tokens: {doc:0:24}'\n"
-        "judge:\n  - start: true\n  - text: 'Topic:'\n  - move: true\n  - text: '. '\n"
-        "  - doc: [0, 24]\n    scored: true\n"
-    )
+    game.write_text(GAME_FILE)
     run = tmp_path / "run"
     argv = ["train", "--game", str(game), "--steps", "1", "--run-dir", str(run), "--no-progress", "--threads", "2",
             "--set", "train.K=2", "--set", "train.batch_size=1", "--set", "train.val_every=0",
@@ -188,16 +191,6 @@ def test_score_and_infill_on_the_title_game(capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["moves"][0]["reward"] >= res["initial_best"] - 1e-4
     assert all(1 <= len(m["ids"]) <= 10 for m in res["moves"])
-
-
-GAME_FILE = (
-    "name: next-words\n"
-    "move: {max_length: 3, stop: eos}\n"
-    "forbid: [newlines]\n"
-    "player: 'Name the topic of this text in at most {move_length} tokens: {doc:0:24}'\n"
-    "judge:\n  - start: true\n  - text: 'Topic:'\n  - move: true\n  - text: '. '\n"
-    "  - doc: [0, 24]\n    scored: true\n"
-)
 
 
 def test_game_on_the_command_line_replaces_a_shipped_configs_game(tmp_path):

@@ -74,7 +74,7 @@ from frost.experiment_final import (
     run_diagnostics,
     summarize_final,
 )
-from frost.stats import mean_ci, pm
+from frost.stats import mean_ci, paired_summary, pm
 
 EXPERIMENT_KEYS = {"out", "seeds", "set", "reference", "arms", "final", "grid", "choose", "test", "baselines"}
 ARM_KEYS = {"config", "set", "seeds"}
@@ -501,13 +501,7 @@ def paired(
         "reference_steps": ref_steps,
         "judge_fwd": fwd,
         "reference_judge_fwd": ref_fwd,
-        **mean_ci(diffs),
-        "wins": sum(d > 0 for d in diffs),
-        "losses": sum(d < 0 for d in diffs),
-        "ties": sum(d == 0 for d in diffs),
-        "per_seed": per_seed,
-        "seeds_won": sum(p["mean"] > 0 for p in per_seed),
-        "over_seeds": mean_ci([p["mean"] for p in per_seed]),
+        **paired_summary(diffs, per_seed),
     }
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from frost import runlog
 from frost.errors import ConfigError
-from frost.stats import mean_ci
+from frost.stats import mean_ci, paired_summary
 
 CHECKPOINT_KINDS = ("last", "best_dev")
 
@@ -245,13 +245,7 @@ def test_summary(
                         "arm": arm,
                         "against": baseline,
                         "checkpoint": kind,
-                        **mean_ci(diffs),
-                        "wins": sum(d > 0 for d in diffs),
-                        "losses": sum(d < 0 for d in diffs),
-                        "ties": sum(d == 0 for d in diffs),
-                        "per_seed": per_seed,
-                        "seeds_won": sum(p["mean"] > 0 for p in per_seed),
-                        "over_seeds": mean_ci([p["mean"] for p in per_seed]),
+                        **paired_summary(diffs, per_seed),
                         "no_copy": {**mean_ci(clean), "wins": sum(d > 0 for d in clean)},
                         "wins_near_copy_of_baseline": variants,
                     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
 """Two-sided 95% Student t quantiles for 1..15 degrees of freedom (beyond: 1.96)."""
@@ -37,3 +38,18 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
         return mean, float("nan")
     var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
     return mean, math.sqrt(var / len(vals))
+
+
+def paired_summary(diffs: Sequence[float], per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Paired differences (arm minus baseline, per text and seed): mean +- SE and 95% t interval over all pairs,
+    wins / losses / ties, each seed's mean (`per_seed`: dicts with "mean"), the seeds won and a 95% t interval over
+    the seeds' means (the seed as the unit)."""
+    return {
+        **mean_ci(list(diffs)),
+        "wins": sum(d > 0 for d in diffs),
+        "losses": sum(d < 0 for d in diffs),
+        "ties": sum(d == 0 for d in diffs),
+        "per_seed": per_seed,
+        "seeds_won": sum(p["mean"] > 0 for p in per_seed),
+        "over_seeds": mean_ci([p["mean"] for p in per_seed]),
+    }
