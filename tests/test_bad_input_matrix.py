@@ -177,6 +177,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("diagnose rounds: 0 rounds", ["diagnose", "rounds", "--rounds", "0"], "--rounds"),
     ("diagnose rounds: unknown rule", ["diagnose", "rounds", "--rules", "best"], "frost.rule"),
     ("bench: negative --frost-D", ["bench", "--only", "options", "--frost-D", "-1"], "--frost-D"),
+    (
+        "train: a model too big for this machine's memory",
+        [*TRAIN, "--model", "qwen3-14b-shape", "--device", "cpu"],
+        "model.name",
+    ),
 ]
 
 

@@ -77,3 +77,19 @@ def test_a_device_that_is_not_there_is_one_line(capsys):
 def test_a_move_longer_than_the_models_context_is_one_line(capsys):
     line = _one_line_exit_2(["infill", *PAIR, "--L", "9000", "--K", "2"], capsys)
     assert "context of 8192" in line and "move_length" in line
+
+
+def test_a_model_that_cannot_fit_is_refused_before_loading_unless_forced(monkeypatch):
+    import torch
+
+    import frost.models as models
+    from frost.errors import ConfigError
+
+    monkeypatch.setattr(models, "available_memory", lambda device: 10 * 2**20)  # 10 MiB free
+    with pytest.raises(ConfigError, match=r"model\.name: qwen3-tiny-shape needs about .* --force"):
+        models.load_model("qwen3-tiny-shape", device="cpu")
+    loaded = models.load_model("qwen3-tiny-shape", device="cpu", force=True)  # tried anyway
+    assert loaded.dtype == torch.float32
+    monkeypatch.setattr(models, "available_memory", lambda device: 64 * 2**30)
+    models.load_model("qwen3-tiny-shape", device="cpu")  # fits
+    models.check_memory("not/a-known-hub-id", torch.device("cpu"), torch.float32)  # unknown shape: not checked

@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="override model.name: embedded, a folder, a hub id or a shape (qwen3-14b-shape)")
     p.add_argument("--device", help="override model.device: auto, cpu or cuda[:N]")
     p.add_argument("--dtype", help="override model.dtype: auto, float32, bfloat16 or float16")
+    p.add_argument(
+        "--force", action="store_true", help="model.force: load the model even when the memory check says it cannot fit"
+    )
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--run-dir", help="override train.run_dir")
     p.add_argument("--seed", type=int, help="override train.seed")
@@ -631,6 +634,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides.append(f"model.{'name' if name == 'model' else name}={json.dumps(getattr(args, name))}")
     if args.random_weights:
         overrides.append("model.random_weights=true")
+    if args.force:
+        overrides.append("model.force=true")
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite: give one (--resume continues the run, --overwrite starts again)")
     config = load_config(args.config, overrides, game=args.game)

@@ -39,6 +39,9 @@ class ModelConfig:
     decode: str = "auto"
     """How sampling's decode steps run (`frost.decode`): auto (CUDA graphs over a static KV cache on CUDA, eager
     elsewhere), eager, static (the static cache without graphs) or graphs."""
+    force: bool = False
+    """Load the model even when its weights alone need more than 90% of the free memory (host memory on the CPU,
+    free device memory on a GPU); by default such a model is refused in one line before loading."""
     fsdp_shards: int = 1
     """Ranks that share one copy of the frozen base, each holding 1/N of every decoder layer (FSDP2, `frost.fsdp`;
     under torchrun / accelerate launch, N must divide the number of ranks, e.g. the GPUs of a node). The ranks of a

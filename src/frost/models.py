@@ -174,12 +174,55 @@ def load_tokenizer(name: str = EMBEDDED) -> Any:
     return _from_pretrained(AutoTokenizer, source)
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new weights: the host's MemAvailable for the CPU, the device's free memory for CUDA; None
+    when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+MEMORY_FRACTION = 0.9
+"""A model whose weights alone need more than this fraction of the free memory is refused before loading."""
+
+
+def check_memory(name: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse in one line, before loading, a model whose weights alone cannot fit in the free memory of `device`
+    (host memory for the CPU): their size comes from the model's shape (a shape name, a config.json, a folder's
+    config.json or a known hub id); a model whose shape is not known here is not checked."""
+    from frost.memplan import ModelShape
+    from frost.shapes import shape_config
+
+    if name == EMBEDDED:
+        return
+    try:
+        shape = ModelShape.from_config(shape_config(name))
+    except (ModelLoadError, ValueError, KeyError):
+        return
+    need = shape.base_parameters() * torch.finfo(dtype).bits // 8
+    free = available_memory(device)
+    if free is not None and need > MEMORY_FRACTION * free:
+        where = "host memory" if device.type == "cpu" else f"free memory on {device}"
+        raise ConfigError(
+            f"model.name: {name} needs about {need / 2**30:.1f} GiB for its weights alone in {str(dtype)[6:]} and this "
+            f"machine has {free / 2**30:.1f} GiB of {where}; use a smaller model or dtype, shard it over GPUs "
+            "(model.fsdp_shards), or pass --force (model.force) to try anyway"
+        )
+
+
 def load_model(
     name: str = EMBEDDED,
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     random_weights: bool = False,
+    force: bool = False,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, frozen and in eval mode.
 
@@ -189,11 +232,14 @@ def load_model(
 
     A shape (`qwen3-14b-shape`, any `*-shape` of `frost.shapes.SHAPES`, or a `config.json` path; `random_weights`
     asks for one explicitly) builds that architecture with random weights on the device, with the embedded
-    tokenizer: for timing and memory, never for results.
+    tokenizer: for timing and memory, never for results. A model whose weights cannot fit in the free memory is
+    refused in one line before loading (`check_memory`) unless `force`.
     """
     from transformers import AutoModelForCausalLM
 
     dev = resolve_device(device)
+    if not force:
+        check_memory(name, dev, resolve_dtype(dtype, dev))
     if dev.type == "cuda":  # float32 matmuls (the Taylor grid, log-softmax) may use TF32 tensor cores
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

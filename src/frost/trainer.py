@@ -166,7 +166,7 @@ class Trainer:
             device = str(resolve_device(device))
             dtype = resolve_dtype(m.dtype, torch.device(device))
         load_on = "cpu" if sharded else device
-        base = base or load_model(m.name, device=load_on, dtype=dtype, random_weights=m.random_weights)
+        base = base or load_model(m.name, device=load_on, dtype=dtype, random_weights=m.random_weights, force=m.force)
         self.device, self.tokenizer = (torch.device(device) if sharded else base.device), base.tokenizer
         peft_config = checkpoint.peft_lora_config(config.lora)
         try:
@@ -185,7 +185,9 @@ class Trainer:
                 self.player, batch_size=config.model.judge_batch_size, context=self.player.disable_adapter
             )
         else:
-            judge_lm = load_model(config.model.judge, device=config.model.device, dtype=config.model.dtype)
+            judge_lm = load_model(
+                config.model.judge, device=config.model.device, dtype=config.model.dtype, force=config.model.force
+            )
             if judge_lm.tokenizer.get_vocab() != self.tokenizer.get_vocab():
                 raise ConfigError(
                     f"model.judge: {config.model.judge!r} has a different tokenizer from {config.model.name!r}; "
