@@ -152,14 +152,7 @@ class GroupRecord:
     def metrics(self) -> dict[str, float]:
         """Scalars of this group (Frost's under `frost/`)."""
         out = {"parent_mean": float(self.parent_rewards.mean())}
-        if self.frost is not None and len(self.frost_rounds) <= 1:
-            out |= {
-                "frost/hit_rate": self.frost.hit_rate,
-                "frost/mean_lift": self.frost.mean_lift,
-                "frost/frac_replaced": self.frost.frac_replaced,
-                "frost/rounds": 1.0,
-            }
-        elif self.frost is not None:
+        if self.frost is not None:
             out |= pooled_round_metrics(self.frost_rounds)
         if self.loss is not None:
             out |= {"loss": float(self.loss.loss.detach()), "kl": self.loss.kl, "entropy": self.loss.entropy}
@@ -273,17 +266,10 @@ def play_step(
             texts = [
                 FrostInput(i, s.moves, s.logprobs, m.content) for i, s, m in zip(chunk, sampled, masks, strict=True)
             ]
-            if settings.rounds == 1:
-                history = [[r] for r in frost_step_batch(
-                    judge, texts, rule=settings.rule, budget=settings.budget, tau=settings.tau, generator=generator,
-                    rank_by=settings.rank_by, timer=timer,
-                )]  # fmt: skip
-                reread = [0] * len(chunk)
-            else:
-                history, reread = frost_rounds(
-                    player, judge, texts, settings, sampling_masks=[m.sampling for m in masks], generator=generator,
-                    timer=timer,
-                )  # fmt: skip
+            history, reread = frost_rounds(
+                player, judge, texts, settings, sampling_masks=[m.sampling for m in masks], generator=generator,
+                timer=timer,
+            )  # fmt: skip
             frost = [h[0] for h in history]
             results = [(h[-1].moves, h[-1].rewards, h[0].parent_rewards) for h in history]
         else:
