@@ -14,6 +14,7 @@ if [ "${1:-}" = stop ]; then
     exit 0
 fi
 if [ "${1:-}" = sync ]; then  # the runs' logs and the choices into this checkout, to commit (no weights)
+    [ -d results/evidence2 ] && find results/evidence2 -type l -delete  # links to chosen runs are copied again
     python3 -c "import shutil, sys; shutil.copytree(sys.argv[1], 'results/evidence2', symlinks=True, dirs_exist_ok=True,
 ignore=shutil.ignore_patterns('checkpoints', 'adapters', 'claims', 'tensorboard', '.link-*', '*.tmp-*'))" \
         "$DIR/results/evidence2"
