@@ -269,3 +269,48 @@ def test_parents_are_rescored_beside_their_children_wherever_matmuls_round():
     finally:
         torch.set_float32_matmul_precision(precision)
         torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def test_same_path_rescores_every_parent_of_a_text_so_its_group_has_one_numeric_path(monkeypatch):
+    """With `same_path`, a group's rewards (hence its advantages) all come from the children's pass, also for the
+    parents that have no child; a text without children keeps the Taylor pass's rewards for all its parents; the
+    re-scored rows are judge forward sequences and `rescored` counts them. The Taylor pass is given an offset here,
+    standing in for a second numeric path (inputs_embeds with gradients on a bf16 judge)."""
+    from frost.frost import FrostInput, frost_step_batch
+    from frost.judge import TaylorResult
+
+    class OtherPath(TaylorResult):
+        @property
+        def rewards(self) -> torch.Tensor:
+            return self.scores.rewards + 0.5
+
+    model = make_tiny_llama(seed=9)
+    judge = Judge(model, batch_size=4)
+    real = judge.taylor_many
+
+    def other_path(items, **kw):
+        out = real(items, **kw)
+        return [OtherPath(**{f.name: getattr(t, f.name) for f in dataclasses.fields(t)}) for t in out]
+
+    monkeypatch.setattr(judge, "taylor_many", other_path)
+    with_children = make_instance(move_length=L, prefix_len=5, suffix_len=12, seed=11)
+    without = make_instance(move_length=L, prefix_len=4, suffix_len=10, seed=12)
+    parents = [random_moves(5, L, seed=13), random_moves(5, L, seed=14)]
+    exact = [judge.rewards(with_children, parents[0]), judge.rewards(without, parents[1])]
+    every_token = torch.ones(model.config.vocab_size, dtype=torch.bool)
+    texts = [FrostInput(with_children, parents[0], None), FrostInput(without, parents[1], None, every_token)]
+    # the random rule proposes D=2 children of random parents for one text (at least 3 parents have none), and none
+    # for the other (every token forbidden)
+    fwd = judge.forward_sequences
+    records = frost_step_batch(
+        judge, texts, rule="random", budget=2, generator=torch.Generator().manual_seed(0), same_path=True
+    )
+    children = len(torch.unique(records[0].candidates.children(parents[0]), dim=0))
+    assert records[0].rescored == 5 and records[1].rescored == 0
+    childless = sorted(set(range(5)) - set(records[0].candidates.parent.tolist()))
+    assert childless  # the check below covers parents without a child
+    assert torch.allclose(records[0].parent_rewards, exact[0], atol=ATOL)  # every parent, from the children's pass
+    kept = records[0].chosen < 0
+    assert torch.allclose(records[0].rewards[kept], exact[0][kept], atol=ATOL)
+    assert torch.allclose(records[1].rewards, exact[1] + 0.5)  # no children: the Taylor pass's rewards, all of them
+    assert judge.forward_sequences - fwd == 10 + children + 5  # the Taylor pass, the children, the parents again

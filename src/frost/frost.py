@@ -248,6 +248,8 @@ class FrostRecord:
     """[K, L] the group after replacement (y*)."""
     rewards: torch.Tensor
     """[K] its exact rewards (r*)."""
+    rescored: int = 0
+    """Parents re-scored beside the children (`replace_many`'s `same_path`: K when the text had children, else 0)."""
 
     @property
     def hits(self) -> torch.Tensor:
@@ -359,11 +361,14 @@ def replace_many(
     """Score the candidates of every text exactly (one batched, deduplicated judge pass over all texts' children)
     and apply strict-improvement replacement; `items` are (instance, parents [K, L], parent rewards [K], candidates).
 
-    With `same_path` (default: `needs_same_path`: bf16/fp16 judges, and float32 on CUDA with TF32) the parents that have
-    a child are re-scored in the same pass as their children, so that the strict comparison sees one numeric path:
-    the parents' rewards from the Taylor pass go through `inputs_embeds` with gradients, and in bf16 two kernels can
-    differ by 0.01-0.1 nats, which would let a child "beat" its parent by noise. A child identical to its parent is
-    then the same deduplicated row and can never replace it.
+    With `same_path` (default: `needs_same_path`: bf16/fp16 judges, and float32 on CUDA with TF32) all K parents of a
+    text that has a child are re-scored in the same pass as its children, so that the strict comparison and the
+    group's rewards (hence its advantages) come from one numeric path: the parents' rewards from the Taylor pass go
+    through `inputs_embeds` with gradients, and in bf16 two kernels can differ by 0.01-0.1 nats, which would let a
+    child "beat" its parent by noise. A child identical to its parent is then the same deduplicated row and can never
+    replace it. A text without children keeps its Taylor-pass rewards (again one path for the whole group). The
+    re-scored rows are judge forward sequences like any other (`Judge.forward_sequences`: up to K more per text), and
+    `FrostRecord.rescored` counts them.
     """
     if same_path is None:
         same_path = needs_same_path(judge.dtype, judge.device)
@@ -373,7 +378,7 @@ def replace_many(
         if len(cands):
             moves = cands.children(parents)
             if same_path:
-                moves = torch.cat([moves, parents[torch.unique(cands.parent)]])
+                moves = torch.cat([moves, parents])
             queries.append((inst, moves))
             owners.append(n)
     scored = dict(zip(owners, judge.rewards_many(queries), strict=True)) if queries else {}
@@ -385,9 +390,10 @@ def replace_many(
         else:
             child_rewards = rewards[: len(cands)]
             if same_path:
-                parent_rewards = parent_rewards.clone()
-                parent_rewards[torch.unique(cands.parent)] = rewards[len(cands) :].to(parent_rewards.dtype)
-        records.append(replace_with_scores(parents, parent_rewards, cands, child_rewards, rule=rule))
+                parent_rewards = rewards[len(cands) :].to(parent_rewards.dtype)
+        record = replace_with_scores(parents, parent_rewards, cands, child_rewards, rule=rule)
+        record.rescored = parents.shape[0] if same_path and rewards is not None else 0
+        records.append(record)
     return records
 
 

@@ -161,7 +161,8 @@ class GroupRecord:
 
 def pooled_round_metrics(rounds: Sequence[FrostRecord]) -> dict[str, float]:
     """Frost's metrics over several rounds of one text: the hit rate and mean lift pooled over every round's
-    children, the fraction of the sampled moves replaced in any round, and the rounds run."""
+    children, the fraction of the sampled moves replaced in any round, the rounds run, and the parents re-scored
+    beside their children (`frost.frost.replace_many`'s `same_path`), in judge sequences."""
     hits = torch.cat([r.hits for r in rounds])
     lifts = torch.cat([r.child_rewards - r.parent_rewards[r.candidates.parent] for r in rounds])
     replaced = torch.stack([r.chosen >= 0 for r in rounds]).any(0)
@@ -170,6 +171,7 @@ def pooled_round_metrics(rounds: Sequence[FrostRecord]) -> dict[str, float]:
         "frost/mean_lift": float(lifts[hits].mean()) if bool(hits.any()) else float("nan"),
         "frost/frac_replaced": float(replaced.float().mean()),
         "frost/rounds": float(len(rounds)),
+        "frost/rescored": float(sum(r.rescored for r in rounds)),
     }
 
 

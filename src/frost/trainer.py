@@ -390,6 +390,9 @@ class Trainer:
             for key in keys:
                 vals = [g[f"frost/{key}"] for g in summaries if math.isfinite(g[f"frost/{key}"])]
                 metrics[f"frost/{key}"] = statistics.fmean(vals) if vals else float("nan")
+            rescored = sum(g.get("frost/rescored", 0) for g in summaries)
+            if rescored:  # low-precision judges: parents re-scored beside their children, counted in judge_fwd_seqs
+                metrics["frost/rescored_seqs"] = rescored
         if t.loss == "ppo-clip":
             fracs = [f for part in distributed.gather([g.clip_fracs for g in groups], self.world) for f in part]
             metrics["clip_frac"] = statistics.fmean(x for f in fracs for x in f)
