@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ import torch.multiprocessing as mp
 from frost.distributed import DistributedError, World, gather, shard
 from frost.memplan import ModelShape
 from frost.shapes import SHAPES
-from test_distributed import SAME, adapter, assert_same_weights, metrics, train
+from test_distributed import ROOT, SAME, SETTINGS, adapter, assert_same_weights, metrics, train
 
 # Frost with a gate low enough that the tiny random model's children pass it (children are scored every step)
 FROST = ["--set", "train.algorithm=frost", "--set", "frost.tau=1e-9"]
@@ -155,3 +157,21 @@ def test_a_model_without_decoder_layers_cannot_be_sharded():
     from conftest import make_tiny_llama
 
     assert len(decoder_layers(make_tiny_llama())) == make_tiny_llama().config.num_hidden_layers
+
+
+def test_ranks_of_a_group_agree_on_pass_sizes_and_back_off_together(one_rank, tmp_path):
+    """Rank 1 proposes half the micro-batch and runs out of memory at its first judge and loss passes; the group
+    agrees (an all-reduce over its ranks) on the smaller sizes and backs off together: no hang, the one-rank run's
+    result."""
+    run = tmp_path / "uneven"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    settings = [a for s in SETTINGS for a in ("--set", s)]
+    argv = [*launcher, str(ROOT / "tests" / "uneven_ranks.py"), "train", "--steps", "2", "--run-dir", str(run),
+            "--threads", "1", "--no-progress", *settings, *FROST, *SHARDED]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "FROST_DIST_TIMEOUT": "60"}
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # both ranks backed off, each from its own warning (rank 0 never ran out of memory itself)
+    assert proc.stderr.count("judge: out of memory at") == 2, proc.stderr[-3000:]
+    assert proc.stderr.count("loss: out of memory at 2 texts per pass; continuing with 1") == 2, proc.stderr[-3000:]
+    assert_same_run(run, one_rank, 2)

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from frost.agreement import ALONE, Agreement
 from frost.errors import ConfigError, FrostError
 
 TIMEOUT_ENV = "FROST_DIST_TIMEOUT"
@@ -173,6 +174,36 @@ def gather(obj: Any, world: World, agree: Callable[[Any, Any], bool] | None = No
                 "CUBLAS_WORKSPACE_CONFIG=:4096:8) or set model.fsdp_shards: 1"
             )
     return leaders
+
+
+class ShardGroupAgreement(Agreement):
+    """The ranks of one FSDP group agreeing on pass sizes and out-of-memory back-off (`frost.agreement`): one
+    all-reduce (MIN or MAX) over the group's process group per question."""
+
+    shared = True
+
+    def __init__(self, world: World, group: Any, device: torch.device | str = "cpu") -> None:
+        self.world, self.group, self.device = world, group, device
+
+    def _reduce(self, value: int, op: Any, what: str) -> int:
+        tensor = torch.tensor([value], dtype=torch.int64, device=self.device)
+        with _collective(self.world, what):
+            torch.distributed.all_reduce(tensor, op=op, group=self.group)
+        return int(tensor.item())
+
+    def smallest(self, n: int) -> int:
+        return self._reduce(n, torch.distributed.ReduceOp.MIN, "agreeing on a pass size")
+
+    def any(self, flag: bool) -> bool:
+        return self._reduce(int(flag), torch.distributed.ReduceOp.MAX, "agreeing on an out-of-memory back-off") > 0
+
+
+def agreement(world: World, group: Any, device: torch.device | str) -> Agreement:
+    """How this rank agrees with the ranks that share its base: `ALONE` without an FSDP group (or with a group of
+    one), else a `ShardGroupAgreement` over `group` (the shard dimension's process group)."""
+    if not world.active or world.shard_size == 1 or group is None:
+        return ALONE
+    return ShardGroupAgreement(world, group, device)
 
 
 def any_rank(flag: bool, world: World, device: torch.device | str = "cpu") -> bool:

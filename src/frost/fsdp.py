@@ -37,9 +37,10 @@ def decoder_layers(model: Any) -> list[torch.nn.Module]:
     return list(layers)
 
 
-def shard_frozen_base(model: Any, world: World, device: torch.device) -> None:
+def shard_frozen_base(model: Any, world: World, device: torch.device) -> Any:
     """Shard the frozen weights of every decoder layer of `model` over this rank's group of `world.shard_size`
     ranks, moving the shards to `device`; the LoRA parameters, embeddings, final norm and head move there whole.
+    Returns the group's process group (for `frost.distributed.agreement`).
 
     The decoder itself becomes the FSDP root (it owns no sharded weight), so a forward through it, from the player,
     the judge or the reference, frees each layer's gathered weights right after using them."""
@@ -71,6 +72,7 @@ def shard_frozen_base(model: Any, world: World, device: torch.device) -> None:
     fully_shard(decoder, mesh=mesh, ignored_params=whole & set(decoder.parameters()))
     for holder in (model, base):
         setattr(holder, SHARDED_FLAG, True)
+    return mesh.get_group()
 
 
 def sharded_bytes(model: Any) -> tuple[int, int]:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import torch
 
+from frost.agreement import ALONE, Agreement, fits
 from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance
 from frost.models import cache_io, causal_lm_logits, check_fits_context, lm_head_logits, no_grad
@@ -276,6 +277,9 @@ class Judge:
         """Sequences passed backward so far."""
         self.forward_tokens = 0
         """Judge tokens passed forward so far (padding excluded)."""
+        self.agreement: Agreement = ALONE
+        """How this judge agrees on pass sizes and out-of-memory back-off with the ranks that share its base (an
+        FSDP group sets `frost.distributed.ShardGroupAgreement`; `frost.agreement`)."""
 
     @property
     def device(self) -> torch.device:
@@ -303,10 +307,13 @@ class Judge:
         budget = self.logits_bytes
         if budget is None:
             budget = 4 * 2**30 if self.device.type == "cuda" else 128 * 2**20
+        return max(1, min(self.batch_size, budget // self._logits_bytes_per_row(rows)))
+
+    def _logits_bytes_per_row(self, rows: list[tuple[int, GameInstance, list[int]]]) -> int:
+        """Bytes of one row's float32 logits in a pass over these rows (the largest buffer of a pass)."""
         width = max(inst.judge_length(inst.move_length) for _, inst, _ in rows)
         width -= min(self.first_target(inst) for _, inst, _ in rows) - 1
-        per_row = 4 * width * self.model.get_input_embeddings().weight.shape[0]
-        return max(1, min(self.batch_size, budget // per_row))
+        return 4 * width * self.model.get_input_embeddings().weight.shape[0]
 
     @staticmethod
     def first_target(inst: GameInstance) -> int:
@@ -447,27 +454,44 @@ class Judge:
         return out  # type: ignore[return-value]
 
     def _each_pass(self, rows: list[tuple[int, GameInstance, list[int]]], one_pass: Callable[[slice], None]) -> None:
-        """Run `one_pass` over consecutive chunks of `rows` (`rows_per_pass`); on out-of-memory, halve the chunk
-        (for this judge from then on, with one warning per size) and run the failed chunk again."""
-        size, pos = self.rows_per_pass(rows), 0
+        """Run `one_pass` over consecutive chunks of `rows` (`rows_per_pass`, the smallest any rank of an FSDP group
+        proposes); on out-of-memory, halve the chunk (for this judge from then on, with one warning per size) and
+        run the failed chunk again. In an FSDP group every rank first allocates the chunk's logits and the group
+        agrees on the outcome (`frost.agreement.fits`), so a rank that runs out of memory there halves the chunk
+        with the others; one that runs out inside the sharded layers stops the run."""
+        agreement = self.agreement
+        size, pos = agreement.smallest(self.rows_per_pass(rows)), 0
+        per_row = self._logits_bytes_per_row(rows)
         while pos < len(rows):
             stop = min(pos + size, len(rows))
+            if not fits(agreement, (stop - pos) * per_row, self.device, "judge"):
+                size = self._back_off(stop - pos)
+                continue
             try:
                 one_pass(slice(pos, stop))
             except torch.OutOfMemoryError:
-                if stop - pos <= 1:
+                if agreement.shared:
                     raise JudgeOutOfMemory(
-                        "judge: out of memory with one sequence per pass; use a device with more memory, a smaller "
-                        "model or shorter game texts"
+                        f"judge: out of memory inside a pass of {stop - pos} sequences on one rank of an FSDP group, "
+                        "where its ranks cannot back off apart; set model.judge_batch_size lower"
                     ) from None
-                size = (stop - pos) // 2
-                self.batch_size = min(self.batch_size, size)
-                warnings.warn(f"judge: out of memory at {stop - pos} sequences per pass; continuing with {size}",
-                              stacklevel=3)  # fmt: skip
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                size = self._back_off(stop - pos)
                 continue
             pos = stop
+
+    def _back_off(self, failed: int) -> int:
+        """Halve the sequences per pass after `failed` did not fit (for this judge from then on); one warning."""
+        if failed <= 1:
+            raise JudgeOutOfMemory(
+                "judge: out of memory with one sequence per pass; use a device with more memory, a smaller model or "
+                "shorter game texts"
+            ) from None
+        size = failed // 2
+        self.batch_size = min(self.batch_size, size)
+        warnings.warn(f"judge: out of memory at {failed} sequences per pass; continuing with {size}", stacklevel=4)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return size
 
     def score_many(self, items: list[Item]) -> list[JudgeScores]:
         """The judge's log-probabilities of every target token of each text's moves, all texts batched together

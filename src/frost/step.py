@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
+from frost.agreement import ALONE, Agreement, fits
 from frost.errors import ConfigError, FrostError
 from frost.frost import FrostInput, FrostRecord, frost_step_batch
 from frost.games import GameInstance
@@ -65,6 +66,8 @@ class GroupSettings:
     """Frost proposal+replacement rounds per step; each later round proposes again on the replaced group."""
     loss: LossSettings = field(default_factory=LossSettings)
     """The advantage estimator and the policy term (`frost.grpo`)."""
+    agreement: Agreement = ALONE
+    """How the loss agrees on out-of-memory back-off with the ranks that share the base (`frost.agreement`)."""
 
 
 class Sampler(Protocol):
@@ -326,6 +329,17 @@ class LossOutOfMemory(FrostError):
     """Even one text per policy/reference pass does not fit in memory."""
 
 
+class _GroupOutOfMemory(torch.OutOfMemoryError):
+    """A rank of the FSDP group could not allocate a loss pass's logits (`frost.agreement.fits`): all back off."""
+
+
+def _loss_logits_bytes(player: Any, chunk: Sequence[GroupRecord]) -> int:
+    """The float32 logits of a loss pass over these texts' moves, for the policy, the reference and the policy's
+    gradient: the pass's largest buffers."""
+    vocab = player.get_input_embeddings().weight.shape[0]
+    return 3 * 4 * vocab * sum(r.moves.numel() for r in chunk)
+
+
 def step_loss(
     player: Any,
     records: Sequence[GroupRecord],
@@ -343,7 +357,8 @@ def step_loss(
 
     On out-of-memory the gradients are put back as they were on entry, `settings.text_batch` is halved (from then
     on, with one warning per size) and the whole step's loss is computed again, so the result does not depend on
-    where memory ran out."""
+    where memory ran out. The ranks of an FSDP group (`settings.agreement`) back off together: each pass first
+    allocates its logits on every rank and the group agrees on the outcome (`frost.agreement.fits`)."""
     timer = timer or NoTimer()
     params = [p for p in player.parameters() if p.requires_grad]
     entry = [None if p.grad is None else p.grad.detach().clone() for p in params]
@@ -351,8 +366,13 @@ def step_loss(
         try:
             out = _step_loss_passes(player, records, settings, reference=reference, scale=scale, timer=timer)
             break
-        except torch.OutOfMemoryError:
+        except torch.OutOfMemoryError as exc:
             size = settings.text_batch or len(records)
+            if settings.agreement.shared and not isinstance(exc, _GroupOutOfMemory):
+                raise LossOutOfMemory(
+                    f"loss: out of memory inside a pass of {size} texts on one rank of an FSDP group, where its "
+                    "ranks cannot back off apart; set train.micro_batch lower"
+                ) from None
             for p, g in zip(params, entry, strict=True):
                 p.grad = g
             if size <= 1:
@@ -391,6 +411,9 @@ def _step_loss_passes(
     """`step_loss`'s passes, `settings.text_batch` texts at a time; back-propagates each pass."""
     out: list[LossTerms] = []
     for chunk in text_chunks(records, settings.text_batch):
+        device = player.get_input_embeddings().weight.device
+        if not fits(settings.agreement, _loss_logits_bytes(player, chunk), device, "loss"):
+            raise _GroupOutOfMemory
         prompts = [r.inst.prompt_ids for r in chunk]
         moves = [r.moves for r in chunk]
         kwargs: dict[str, Any] = {

@@ -176,7 +176,9 @@ class Trainer:
         if sharded:
             from frost.fsdp import shard_frozen_base, sharded_bytes
 
-            shard_frozen_base(self.player, self.world, self.device)
+            shard_group = shard_frozen_base(self.player, self.world, self.device)
+        self.agreement = distributed.agreement(self.world, shard_group if sharded else None, self.device)
+        """How this rank agrees with the ranks that share its base on pass sizes and out-of-memory back-off."""
         self._fsdp_bytes = sharded_bytes(self.player) if sharded else None
         """(this rank's layer bytes, the layers' whole bytes) under FSDP, logged every step."""
         self.player.eval()  # no dropout in sampling; LoRA dropout applies only in the loss pass
@@ -194,6 +196,7 @@ class Trainer:
                     "the judge scores the player's token ids, so both must share one vocabulary"
                 )
             self.judge = Judge(judge_lm.model, batch_size=config.model.judge_batch_size)
+        self.judge.agreement = self.agreement
         vocab = self.player.get_input_embeddings().weight.shape[0]
         self.forbidden = forbidden_token_mask(self.tokenizer, vocab, self.device)
         self.game = build_game(config.game.kind, self.tokenizer, config.game.params())
@@ -229,9 +232,12 @@ class Trainer:
         self.settings = GroupSettings(
             algorithm=t.algorithm, K=t.K, rule=config.frost.rule, budget=config.budget, tau=config.frost.tau,
             rank_by=config.frost.rank_by, temperature=t.temperature, beta=t.beta,
-            text_batch=t.micro_batch or auto_micro_batch(config, self.player, self.train_set[0], self.device),
+            text_batch=self.agreement.smallest(
+                t.micro_batch or auto_micro_batch(config, self.player, self.train_set[0], self.device)
+            ),
             rounds=config.frost.rounds,
             loss=LossSettings(advantage=t.advantage, loss=t.loss, clip_low=t.clip_low, clip_high=t.clip_high),
+            agreement=self.agreement,
         )  # fmt: skip
         self.sampler = functools.partial(shared_prefix_sampler, decode=m.decode)
         if resume:
