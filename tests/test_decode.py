@@ -147,13 +147,23 @@ def test_training_with_the_static_decode_equals_eager(tmp_path):
                 assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-5), key
 
 
-def replaying_stand_in(step, rewind, noise: float = 0.0):
+def replaying_stand_in(step, rewind, model, noise: float = 0.0):
     """A CUDA graph's stand-in on the CPU: 'capturing' runs the step once, each replay runs it again into the same
-    output tensor (plus `noise`, to play a capture that went wrong)."""
+    output tensor (plus `noise`, to play a capture that went wrong). As a real graph reads the memory it was captured
+    on, each replay reads every parameter from the tensor it held at the capture: weights written in place (an
+    optimizer step) are seen, weights rebound to new tensors after the capture are not (stale)."""
     out = step()
+    held = [(p, p.data) for p in model.parameters()]
 
     def replay() -> None:
-        out.copy_(step() + noise)
+        now = [p.data for p, _ in held]
+        for p, captured in held:
+            p.data = captured
+        try:
+            out.copy_(step() + noise)
+        finally:
+            for (p, _), tensor in zip(held, now, strict=True):
+                p.data = tensor
 
     return replay, out
 
@@ -166,13 +176,16 @@ def captured_sample(player, monkeypatch, noise: float = 0.0):
 
     def init(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
-        self.capture = lambda step, rewind: replaying_stand_in(step, rewind, noise)
+        self.capture = lambda step, rewind: replaying_stand_in(step, rewind, self.model, noise)
 
     monkeypatch.setattr(StaticDecoder, "__init__", init)
     real_resolve = frost.sampling.resolve_decode
-    monkeypatch.setattr(frost.sampling, "resolve_decode",
-                        lambda mode, model, device: "graphs" if real_resolve("static", model, device) == "static"
-                        else "eager")  # fmt: skip
+
+    def resolve(mode, model, device):  # `graphs` wherever the static path runs; other modes as they are
+        static = real_resolve("static", model, device) == "static"
+        return "graphs" if mode == "graphs" and static else real_resolve(mode, model, device)
+
+    monkeypatch.setattr(frost.sampling, "resolve_decode", resolve)
     got = sample(player, "graphs")
     decoders = list(getattr(player, "frost_static_decoders", {}).values())
     return got, decoders
@@ -189,6 +202,28 @@ def test_the_captured_path_rewinds_the_cache_and_replays_every_step(monkeypatch)
     replay = decoders[0].replay
     assert_same(want, sample(player, "graphs"))  # the next call replays the same capture
     assert decoders[0].replay is replay
+
+
+def test_a_capture_replays_with_the_lora_weights_an_optimizer_step_wrote(monkeypatch):
+    """Training updates the LoRA weights between samplings while the capture is kept: the optimizer writes them in
+    place, so the replayed graph samples from the new policy, as eager decoding does. Weights rebound to new tensors
+    after the capture would be stale in a real graph, and the stand-in shows it."""
+    player = lora(make_tiny_llama())
+    _, decoders = captured_sample(player, monkeypatch)
+    replay = decoders[0].replay
+    trained = [p for p in player.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=0.5)
+    for p in trained:
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    want = sample(player, "eager")
+    assert_same(want, sample(player, "graphs"))
+    assert decoders[0].replay is replay  # the same capture, replayed with the new weights
+    for p in trained:  # rebinding (not the trainer's way): the capture keeps reading the old tensors
+        p.data = p.data * 3
+    stale = sample(player, "graphs")
+    now = sample(player, "eager")
+    assert not all(torch.allclose(a.logprobs, b.logprobs, atol=1e-3) for a, b in zip(now, stale, strict=True))
 
 
 def test_a_capture_that_disagrees_with_the_eager_step_falls_back(monkeypatch):

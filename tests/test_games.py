@@ -240,12 +240,19 @@ def test_a_game_file_reexpressing_infilling_equals_the_builtin(tmp_path, tiny_mo
     for a, b in zip(mine, builtin, strict=True):
         assert (a.prompt_ids, a.judge_prefix, a.judge_suffix) == (b.prompt_ids, b.judge_prefix, b.judge_suffix)
         assert a.scored_positions() == b.scored_positions()
-    # equal rewards: the same layouts mapped into the tiny model's vocabulary score the same moves identically
-    moves = torch.randint(3, 90, (3, 4))
-    judge = Judge(tiny_model)
-    small = [GameInstance(a.prompt_ids, tuple(i % 97 for i in a.judge_prefix), tuple(i % 97 for i in a.judge_suffix),
-                          4, suffix_scored=a.suffix_scored) for a in (mine[0], builtin[0])]  # fmt: skip
-    assert torch.equal(judge.rewards(small[0], moves), judge.rewards(small[1], moves))
+    # the file's layout written out by hand from its parts: start token, doc[0:8], the move, doc[32:96]
+    doc = encode_plain(embedded_tokenizer, STORY)
+    start = document_start_id(embedded_tokenizer)
+    assert mine[0].judge_prefix == (*([start] if start is not None else []), *doc[:8])
+    assert mine[0].judge_suffix == tuple(doc[32:96])
+    # its reward, against a plain forward over those ids with the move and doc[32:96] scored (the layout mapped into
+    # the tiny model's vocabulary): a file that scored another span, or the prefix, would fail here
+    a = mine[0]
+    small = GameInstance(a.prompt_ids, tuple(i % 97 for i in a.judge_prefix), tuple(i % 97 for i in a.judge_suffix), 4,
+                         suffix_scored=a.suffix_scored)  # fmt: skip
+    move = [5, 17, 33, 60]
+    ids = [*small.judge_prefix, *move, *small.judge_suffix]
+    _check_reward(tiny_model, small, move, ids, list(range(len(small.judge_prefix), len(ids))))
 
 
 def test_builtin_games_round_trip_through_a_game_file(tmp_path, char_tokenizer):
