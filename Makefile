@@ -25,6 +25,7 @@ demo: .venv
 lint: .venv
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/lint-imports
 
 typecheck: .venv
 	$(BIN)/mypy src/

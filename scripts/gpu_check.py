@@ -3,10 +3,10 @@
     PYTHONPATH=src python3 scripts/gpu_check.py --out results/gpu/check.json       # on the GPU machine
     PYTHONPATH=src python3 scripts/gpu_check.py --shape qwen3-tiny-shape --device cpu --steps 1 --quick   # here
 
-1. Step times per phase, tokens/s, FLOP rate and peak memory against `frost.memplan`, for Frost K=4 (taylor-gated,
+1. Step times per phase, tokens/s, FLOP rate and peak memory against `frost.run.memplan`, for Frost K=4 (taylor-gated,
    judge-gated), GRPO K=4 and K=8, Frost K=8 (taylor-gated) and GRPO K=16, on a model built from its shape with
    random weights (default Qwen3-14B, bf16, LoRA r=alpha=256 on all seven projections, B=4, L=8), every arm on one
-   loaded base (`frost.bench.bench_training`).
+   loaded base (`frost.tools.bench.bench_training`).
 2. TRL side by side (when `trl` and `datasets` import): TRL's GRPOTrainer on the same shape, K=8 and K=4, B, L,
    LoRA and beta (`scripts/trl_side_by_side.py`, in a child process so that its model has the GPU to itself),
    against Frost's GRPO steps.
@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from frost.bench import Arm, bench_training, training_markdown
-from frost.memplan import ModelShape, memory_plan
+from frost.run.memplan import ModelShape, memory_plan
+from frost.tools.bench import Arm, bench_training, training_markdown
 
 
 def arms_for(quick: bool) -> list[Arm]:
@@ -148,12 +148,12 @@ def consistency(args: argparse.Namespace) -> dict[str, Any]:
     """The same random small model on the CPU (fp32), on `args.device` in fp32 and in bf16: rewards, Taylor
     gradients and the top-16 candidates of the taylor rule on the same parents."""
     from frost.config import DataConfig
-    from frost.data import load_split
-    from frost.frost import select_candidates
     from frost.games import build_game
     from frost.judge import Judge
     from frost.models import forbidden_token_mask, load_tokenizer
     from frost.moves import move_masks
+    from frost.proposal import select_candidates
+    from frost.run.data import load_split
     from frost.sampling import sample_moves
     from frost.shapes import random_model
 

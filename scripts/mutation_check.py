@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MUTATIONS = [
     {
         "name": "gate comparison",
-        "file": "src/frost/frost.py",
+        "file": "src/frost/proposal.py",
         "old": "admitted = flat_player[rows] > log_tau",
         "new": "admitted = flat_player[rows] > -math.inf",
         "what": "the player's gate pi(v) > tau dropped (every token admitted)",
@@ -35,7 +35,7 @@ MUTATIONS = [
     },
     {
         "name": "strict >",
-        "file": "src/frost/frost.py",
+        "file": "src/frost/proposal.py",
         "old": "accept = best > parent_rewards",
         "new": "accept = best >= parent_rewards",
         "what": "a child equal to its parent replaces it",
@@ -43,7 +43,7 @@ MUTATIONS = [
     },
     {
         "name": "advantage mean",
-        "file": "src/frost/grpo.py",
+        "file": "src/frost/losses.py",
         "old": "        return rewards - rewards.mean(dim=-1, keepdim=True)\n",
         "new": "        return rewards\n",
         "what": "the group mean no longer subtracted (A = r)",
@@ -51,7 +51,7 @@ MUTATIONS = [
     },
     {
         "name": "KL reference",
-        "file": "src/frost/grpo.py",
+        "file": "src/frost/losses.py",
         "old": "full_kl(policy_logprobs, reference_logprobs.detach())",
         "new": "full_kl(policy_logprobs, policy_logprobs.detach())",
         "what": "the KL taken to the policy itself instead of the frozen reference",
@@ -59,7 +59,7 @@ MUTATIONS = [
     },
     {
         "name": "shard scaling",
-        "file": "src/frost/trainer.py",
+        "file": "src/frost/run/trainer.py",
         "old": "scale=1.0 / self.config.train.batch_size, timer=timer,",
         "new": "scale=1.0 / max(len(records), 1), timer=timer,",
         "what": "each rank divides by its local number of texts instead of the global B",
@@ -67,7 +67,7 @@ MUTATIONS = [
     },
     {
         "name": "all-reduce division",
-        "file": "src/frost/distributed.py",
+        "file": "src/frost/run/distributed.py",
         "old": "        flat /= world.shard_size\n",
         "new": "        pass\n",
         "what": "the ranks of an FSDP group no longer divide the summed gradient by the group's size",

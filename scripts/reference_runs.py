@@ -48,7 +48,7 @@ def run_metrics(algorithm: str, rule: str, **extra: object) -> list[dict]:
 
     from frost.config import config_from_dict
     from frost.models import LoadedModel, load_tokenizer
-    from frost.trainer import Trainer
+    from frost.run.trainer import Trainer
 
     tokenizer = load_tokenizer("embedded")
     model = make_tiny_llama(vocab=len(tokenizer), seed=3)

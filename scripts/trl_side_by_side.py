@@ -24,10 +24,10 @@ from typing import Any
 import torch
 
 from frost.config import DataConfig
-from frost.data import load_split
 from frost.games import build_game
 from frost.judge import Judge
 from frost.models import load_model
+from frost.run.data import load_split
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from frost import runlog
 from frost.cli import main
+from frost.run import runlog
 
 SITE, N = sys.argv[1], int(sys.argv[2])
 arrivals = 0

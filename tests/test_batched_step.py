@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import make_instance, make_tiny_llama, random_moves
-from frost.frost import Candidates, replace
 from frost.games import GameInstance, build_game, encode_plain
 from frost.judge import Judge
 from frost.moves import content_lengths, move_masks
+from frost.proposal import Candidates, replace
 from frost.sampling import (
     PromptBatch,
     SampledMoves,
@@ -218,7 +218,7 @@ def test_a_child_identical_to_its_parent_never_replaces_it_on_bf16():
 
 
 def test_micro_batch_is_every_text_on_the_cpu(tmp_path, embedded_tokenizer):
-    from frost.trainer import Trainer
+    from frost.run.trainer import Trainer
     from test_trainer import tiny_base, tiny_config
 
     trainer = Trainer(tiny_config(tmp_path, steps=1, val_every=0), base=tiny_base(embedded_tokenizer))
@@ -252,7 +252,7 @@ def test_judge_prefix_cache_equals_full_sequences(mixed_instances, n_texts):
 def test_parents_are_rescored_beside_their_children_wherever_matmuls_round():
     """bf16 and fp16 judges, and float32 on CUDA with TF32 on (which `frost.models` turns on), compare a child with
     its parent re-scored in the same pass; float32 on the CPU and float64 compare with the Taylor pass's reward."""
-    from frost.frost import needs_same_path
+    from frost.proposal import needs_same_path
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert needs_same_path(torch.bfloat16, cpu) and needs_same_path(torch.float16, cuda)
@@ -276,8 +276,8 @@ def test_same_path_rescores_every_parent_of_a_text_so_its_group_has_one_numeric_
     parents that have no child; a text without children keeps the Taylor pass's rewards for all its parents; the
     re-scored rows are judge forward sequences and `rescored` counts them. The Taylor pass is given an offset here,
     standing in for a second numeric path (inputs_embeds with gradients on a bf16 judge)."""
-    from frost.frost import FrostInput, frost_step_batch
     from frost.judge import TaylorResult
+    from frost.proposal import FrostInput, frost_step_batch
 
     class OtherPath(TaylorResult):
         @property

@@ -8,7 +8,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import make_tiny_llama
-from frost.bench import (
+from frost.models import LoadedModel
+from frost.run.memplan import ModelShape
+from frost.tools.bench import (
     Arm,
     bench_training,
     default_arms,
@@ -19,8 +21,6 @@ from frost.bench import (
     training_markdown,
     training_ratios,
 )
-from frost.memplan import ModelShape
-from frost.models import LoadedModel
 
 
 def test_forward_flops_match_torch_flop_counter():

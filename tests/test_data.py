@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from frost import data
-from frost.data import DataConfig, load_documents, load_split, read_documents, split_instances
 from frost.errors import DataError
 from frost.games import InfillingGame
+from frost.run import data
+from frost.run.data import DataConfig, load_documents, load_split, read_documents, split_instances
 
 
 def test_jsonl_reader_skips_and_counts_bad_lines(tmp_path):

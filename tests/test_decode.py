@@ -123,7 +123,7 @@ def test_train_mode_is_never_captured():
 
 def test_training_with_the_static_decode_equals_eager(tmp_path):
     from frost.config import config_from_dict
-    from frost.trainer import Trainer
+    from frost.run.trainer import Trainer
 
     def run(mode: str) -> list[dict]:
         sections = {

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from frost.demo import ARMS, ArmRun, markdown, summarize
+from frost.tools.demo import ARMS, ArmRun, markdown, summarize
 
 
 def write_run(run_dir, best_by_step, step_s):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import TINY_VOCAB, make_instance
-from frost.diagnostics import markdown_table, read_rows, report_text, run_selection, summarize
+from frost.analysis.selection import markdown_table, read_rows, report_text, run_selection, summarize
+from frost.analysis.stats import mean_se
 from frost.judge import Judge
-from frost.stats import mean_se
 
 FORBIDDEN = torch.zeros(TINY_VOCAB, dtype=torch.bool)
 FORBIDDEN[:3] = True
@@ -130,7 +130,7 @@ def test_read_rows_drops_an_interrupted_prompt(tiny_model, tmp_path):
 
 
 def test_figures_of_every_sweep(tiny_model, tmp_path):
-    from frost.selection_plots import write_figures
+    from frost.analysis.selection_plots import write_figures
 
     rows = sweep(tiny_model, K=[2, 4], tau=[1e-2, 1e-3], rules=["random", "taylor", "taylor-gated"])
     paths = write_figures(summarize(rows), tmp_path)

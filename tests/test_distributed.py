@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from frost.distributed import World, shard, text_seed
+from frost.run.distributed import World, shard, text_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = [

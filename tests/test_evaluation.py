@@ -10,9 +10,9 @@ import pytest
 from frost.cli import main
 from frost.config import config_from_dict
 from frost.errors import ConfigError
-from frost.evaluation import evaluate_checkpoint
 from frost.games import copy_fraction, is_near_copy
-from frost.trainer import Trainer
+from frost.run.evaluation import evaluate_checkpoint
+from frost.run.trainer import Trainer
 from test_trainer import read_metrics, tiny_base, tiny_config
 
 
@@ -24,17 +24,17 @@ def split_config(run_dir, **train):
 
 
 def test_training_and_validation_never_read_the_test_split(tmp_path, embedded_tokenizer, monkeypatch):
-    import frost.data
+    import frost.run.data
 
     trainer = Trainer(split_config(tmp_path / "probe", steps=0), base=tiny_base(embedded_tokenizer))
-    test = frost.data.load_test_split(trainer.config.data, trainer.game)
+    test = frost.run.data.load_test_split(trainer.config.data, trainer.game)
     assert len(test) == 2
     test_docs = {inst.source for inst in test}
 
     def refuse(*args, **kwargs):
         raise AssertionError("the training path read the test split")
 
-    monkeypatch.setattr(frost.data, "load_test_split", refuse)
+    monkeypatch.setattr(frost.run.data, "load_test_split", refuse)
     trainer = Trainer(split_config(tmp_path / "run", steps=2, val_every=1), base=tiny_base(embedded_tokenizer))
     seen = {inst.source for inst in trainer.train_set} | {inst.source for inst in trainer.validation}
     assert seen and not seen & test_docs

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from frost.analysis.experiment.runner import best_by_text, load_experiment
+from frost.analysis.stats import mean_ci
 from frost.cli import main
-from frost.experiment import best_by_text, load_experiment
-from frost.stats import mean_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = {
@@ -219,7 +219,7 @@ def _fake_run(run_dir: Path, fwd_per_step: int, best: dict[int, list[float]]) ->
 
 
 def test_paired_at_matched_judge_forwards_takes_the_arm_where_it_had_spent_as_much(tmp_path):
-    from frost.experiment import Arm, Experiment, paired
+    from frost.analysis.experiment.runner import Arm, Experiment, paired
 
     # the reference spends 10 judge forwards a step (40 by step 4), the arm 20 (40 by step 2)
     _fake_run(tmp_path / "runs" / "ref-seed0", 10, {0: [-9.0, -9.0], 2: [-8.0, -8.0], 4: [-5.0, -6.0]})
@@ -236,7 +236,7 @@ def test_paired_at_matched_judge_forwards_takes_the_arm_where_it_had_spent_as_mu
 
 
 def test_unfinished_runs_are_listed_not_counted(tmp_path):
-    from frost.experiment import Arm, Experiment, markdown, summarize
+    from frost.analysis.experiment.runner import Arm, Experiment, markdown, summarize
 
     _fake_run(tmp_path / "runs" / "ref-seed0", 10, {0: [-9.0, -9.0], 4: [-5.0, -6.0]})
     _fake_run(tmp_path / "runs" / "ref-seed1", 10, {0: [-9.0, -9.0], 4: [-5.0, -6.0]})
@@ -257,7 +257,7 @@ def test_unfinished_runs_are_listed_not_counted(tmp_path):
 
 
 def test_paired_reports_the_mean_difference_of_each_seed_and_the_seeds_won(tmp_path):
-    from frost.experiment import Arm, Experiment, markdown, summarize
+    from frost.analysis.experiment.runner import Arm, Experiment, markdown, summarize
 
     _fake_run(tmp_path / "runs" / "ref-seed0", 10, {4: [-5.0, -6.0]})
     _fake_run(tmp_path / "runs" / "arm-seed0", 10, {4: [-1.0, -1.0]})  # +4, +5
@@ -295,14 +295,15 @@ def test_two_workers_share_out_the_runs_and_train_each_once(tmp_path):
 
 
 def test_a_claim_of_a_live_worker_is_respected_and_released_when_it_ends(tmp_path):
-    from frost.claims import claim as claim_run
+    from frost.run.claims import claim as claim_run
 
     run = tmp_path / "claims" / "arm-seed0"
     mine = claim_run(run)
     assert mine is not None and claim_run(run) is None  # held (an flock per open file, so also within one process)
     assert json.loads(run.read_text())["pid"] == os.getpid()
     mine.close()
-    code = f"from pathlib import Path; from frost.claims import claim as claim_run; c = claim_run(Path({str(run)!r}))\n"
+    code = "from pathlib import Path; from frost.run.claims import claim as claim_run; "
+    code += f"c = claim_run(Path({str(run)!r}))\n"
     code += "print(c is not None, flush=True); import time; time.sleep(600)"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     worker = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
@@ -411,16 +412,16 @@ def test_a_stop_signal_during_a_final_diagnostic_pauses_and_the_same_command_fin
 
 
 def test_the_shaded_interval_of_a_fraction_stays_between_0_and_1():
-    from frost.experiment_plots import band
+    from frost.analysis.experiment.plots import band
 
     assert band("zero", [0.02, 0.9], [0.1, 0.2]) == ([0.0, pytest.approx(0.7)], [pytest.approx(0.12), 1.0])
     assert band("best", [-190.0], [2.0]) == ([-192.0], [-188.0])  # unbounded: as computed
 
 
 def test_final_diagnostics_skip_what_another_worker_holds_and_a_failure_is_one_line(tmp_path):
-    from frost.claims import claim
+    from frost.analysis.experiment.final import is_done, run_diagnostics
     from frost.errors import FrostError
-    from frost.experiment_final import is_done, run_diagnostics
+    from frost.run.claims import claim
 
     args = ["diagnose", "selection", "--prompts", "1", "--K", "2", "--D", "1", "--rules", "judge-gated",
             "--data", "handwritten", "--model", "qwen3-tiny-shape", "--device", "cpu"]  # fmt: skip
@@ -440,7 +441,7 @@ def test_final_diagnostics_skip_what_another_worker_holds_and_a_failure_is_one_l
 
 
 def test_the_matched_curve_compares_at_every_validation_step_of_the_reference(tmp_path):
-    from frost.experiment import Arm, Experiment, markdown, matched_curve, summarize
+    from frost.analysis.experiment.runner import Arm, Experiment, markdown, matched_curve, summarize
 
     # the reference spends 10 judge forwards a step, the arm 20: at the reference's step 2 (20 forwards) the arm's
     # last validation with no more forwards is its step 0 (its step 2 cost 40)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from frost.analysis.experiment.runner import _run_test, load_experiment
 from frost.cli import main
 from frost.errors import ConfigError
-from frost.experiment import _run_test, load_experiment
 from test_experiment import COMMON
 
 SPLITS = {"data.validation_size": 2, "data.test_start": 2, "data.test_size": 2, "train.keep_adapters": True,

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-import frost.frost as frost_module
+import frost.proposal as frost_module
 from conftest import TINY_VOCAB, random_moves
 from frost.errors import ConfigError
-from frost.frost import RULES, Candidates, frost_step, replace, replace_with_scores, select_candidates
 from frost.judge import Judge
+from frost.proposal import RULES, Candidates, frost_step, replace, replace_with_scores, select_candidates
 from frost.sampling import player_logprobs
 
 FORBIDDEN = torch.zeros(TINY_VOCAB, dtype=torch.bool)

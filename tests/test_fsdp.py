@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from frost.distributed import DistributedError, World, gather, shard
-from frost.memplan import ModelShape
+from frost.run.distributed import DistributedError, World, gather, shard
+from frost.run.memplan import ModelShape
 from frost.shapes import SHAPES
 from test_distributed import ROOT, SAME, SETTINGS, adapter, assert_same_weights, metrics, train
 
@@ -150,7 +150,7 @@ def test_the_step_bench_shards_the_base_under_torchrun(tmp_path):
 
 def test_a_model_without_decoder_layers_cannot_be_sharded():
     from frost.errors import ConfigError
-    from frost.fsdp import decoder_layers
+    from frost.run.fsdp import decoder_layers
 
     with pytest.raises(ConfigError, match=r"model\.fsdp_shards: Linear has no decoder"):
         decoder_layers(torch.nn.Linear(2, 2))

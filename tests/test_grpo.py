@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from frost.grpo import full_kl, group_advantages, grpo_loss
+from frost.losses import full_kl, group_advantages, grpo_loss
 
 
 def test_advantages_are_reward_minus_group_mean_without_std_scaling():

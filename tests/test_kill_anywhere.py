@@ -18,7 +18,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from frost import checkpoint, runlog
+from frost.run import checkpoint, runlog
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {
@@ -147,7 +147,7 @@ def test_a_torn_last_line_is_skipped_and_a_broken_middle_line_is_an_error(tmp_pa
 
 
 def test_a_full_disk_while_logging_is_one_line_naming_the_file(tmp_path, monkeypatch):
-    from frost.runlog import LogWriteError
+    from frost.run.runlog import LogWriteError
 
     log = tmp_path / "metrics.jsonl"
     runlog.append(log, [{"step": 1}])

@@ -16,13 +16,13 @@ import torch
 from conftest import make_tiny_llama
 from frost.config import config_from_dict
 from frost.errors import ConfigError
-from frost.frost import FrostInput, frost_step_batch
-from frost.grpo import ADVANTAGES, LossSettings, group_advantages, grpo_loss
 from frost.judge import Judge
+from frost.losses import ADVANTAGES, LossSettings, group_advantages, grpo_loss
 from frost.moves import move_masks
+from frost.proposal import FrostInput, frost_step_batch
+from frost.run.trainer import Trainer
 from frost.sampling import player_logprobs
 from frost.step import GroupSettings, play_step
-from frost.trainer import Trainer
 from test_batched_step import FixedSampler, mixed_instances  # noqa: F401  (the fixture)
 from test_trainer import read_metrics, strip_times, tiny_base, tiny_config
 
@@ -270,7 +270,7 @@ def test_rounds_count_their_judge_passes(tmp_path, embedded_tokenizer):
 
 
 def test_round_diagnostic_counts_each_rounds_judge_work_and_lift(mixed_instances):  # noqa: F811
-    from frost.rounds_diagnostic import run_rounds, summarize_rounds
+    from frost.analysis.rounds import run_rounds, summarize_rounds
 
     player = make_tiny_llama(seed=8)
     judge = Judge(player)
@@ -304,7 +304,7 @@ def test_round_diagnostic_counts_each_rounds_judge_work_and_lift(mixed_instances
 
 
 def test_infill_runs_the_training_rounds(instance):
-    from frost.infill import infill
+    from frost.analysis.infill import infill
 
     player = make_tiny_llama(seed=8)
     judge = Judge(player)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from frost.cli import main
-from frost.mdblock import write_block
+from frost.tools.mdblock import write_block
 
 
 def test_a_block_is_replaced_between_its_markers_and_the_rest_is_kept(tmp_path):
@@ -26,7 +26,7 @@ def test_a_block_is_replaced_between_its_markers_and_the_rest_is_kept(tmp_path):
 def test_experiment_summary_goes_into_a_markdown_block(tmp_path, capsys):
     import json
 
-    from frost.experiment import load_experiment, markdown, summarize
+    from frost.analysis.experiment.runner import load_experiment, markdown, summarize
 
     out = tmp_path / "evidence"
     run = out / "runs" / "a-seed0"

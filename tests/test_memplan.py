@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from frost.memplan import (
+from frost.run.memplan import (
     LORA_TARGETS,
     QWEN3_14B,
     ModelShape,
@@ -128,7 +128,7 @@ def test_judge_saved_activations_match_autograd(tiny_lora):
 
 def test_player_saved_activations_match_autograd(tiny_lora):
     """The trainer's loss pass (shared prompt + cached moves, LoRA grads, reference pass, GRPO loss)."""
-    from frost.grpo import grpo_loss
+    from frost.losses import grpo_loss
     from frost.sampling import policy_distributions
 
     _, lora = tiny_lora
@@ -229,7 +229,7 @@ def test_fsdp_shards_split_only_the_decoder_layers():
 
 def test_a_static_decode_keeps_one_cache_of_the_rounded_length():
     from frost.decode import cache_length
-    from frost.memplan import kv_cache_bytes
+    from frost.run.memplan import kv_cache_bytes
 
     plan = memory_plan(QWEN3_14B, K=8, B=4, prompt_tokens=200, L=8, static_decode=True)
     rows, length = 4 * 8, cache_length(200, 8)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from frost import checkpoint
 from frost.errors import ConfigError
-from frost.trainer import Trainer, TrainingError
+from frost.run import checkpoint
+from frost.run.trainer import Trainer, TrainingError
 from test_trainer import read_metrics, strip_times, tiny_base, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ import re
 import pytest
 import yaml
 
+from frost.analysis.report import curves, final_table, load_run, write_report
 from frost.cli import main
-from frost.report import curves, final_table, load_run, write_report
 
 
 def make_run(path, algorithm, k, seed, best, move_length=8):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from frost.report import write_report
+from frost.analysis.report import write_report
 from test_report import make_run
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")

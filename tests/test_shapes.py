@@ -14,8 +14,8 @@ import torch
 
 from frost.cli import main
 from frost.errors import ModelLoadError
-from frost.memplan import ModelShape
 from frost.models import forbidden_token_mask, load_model
+from frost.run.memplan import ModelShape
 from frost.shapes import SHAPES, shape_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def test_a_shape_builds_that_architecture_with_the_embedded_tokenizer():
 
 
 def test_qwen3_14b_shape_matches_the_memory_plans_shape_and_forbids_rows_beyond_the_tokenizer():
-    from frost.memplan import QWEN3_14B
+    from frost.run.memplan import QWEN3_14B
 
     fields = shape_config("qwen3-14b-shape")
     assert ModelShape.from_config(fields) == QWEN3_14B

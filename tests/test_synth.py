@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import make_tiny_llama
-from frost.synth import SynthSettings, clean_story, grid, rejection_reason, shingles, synthesize
+from frost.tools.synth import SynthSettings, clean_story, grid, rejection_reason, shingles, synthesize
 
 
 def test_clean_story_drops_chatty_preamble_and_title():

@@ -13,7 +13,7 @@ from frost.config import config_from_dict
 from frost.errors import ConfigError
 from frost.games import copies_text as copies_beginning
 from frost.models import LoadedModel
-from frost.trainer import Trainer
+from frost.run.trainer import Trainer
 
 
 def tiny_base(tokenizer) -> LoadedModel:
@@ -200,7 +200,7 @@ def test_unwritable_run_dir_exits_2(tmp_path, capsys):
 def test_shared_prompt_loss_equals_k_full_sequences_in_value_and_gradient(length):
     from peft import LoraConfig, get_peft_model
 
-    from frost.grpo import grpo_loss
+    from frost.losses import grpo_loss
     from frost.sampling import policy_distributions
 
     torch.manual_seed(0)
@@ -228,7 +228,7 @@ def test_shared_prompt_loss_equals_k_full_sequences_in_value_and_gradient(length
 
 
 def test_diagnose_samples_tables_from_two_runs(tmp_path, embedded_tokenizer):
-    from frost.samples import diagnose_samples
+    from frost.analysis.samples import diagnose_samples
 
     for name, algorithm in (("a", "frost"), ("b", "grpo")):
         config = tiny_config(tmp_path / name, algorithm=algorithm, steps=1, val_every=0)
@@ -299,9 +299,9 @@ def test_a_run_stopped_during_its_first_validation_resumes_without_validating_st
 
 def test_selection_from_a_checkpoint_plays_the_adapter_and_judges_with_the_base(tmp_path, embedded_tokenizer):
     from conftest import make_instance
-    from frost.checkpoint import load_players, resolve_checkpoint
-    from frost.diagnostics import run_selection
+    from frost.analysis.selection import run_selection
     from frost.judge import Judge
+    from frost.run.checkpoint import load_players, resolve_checkpoint
 
     Trainer(tiny_config(tmp_path / "a", steps=1, val_every=0), base=tiny_base(embedded_tokenizer)).run(progress=False)
     with pytest.raises(ConfigError, match="checkpoint"):

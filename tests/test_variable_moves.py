@@ -11,14 +11,14 @@ import torch
 
 from conftest import make_tiny_llama
 from frost.config import config_from_dict
-from frost.frost import frost_step, select_candidates
 from frost.games import BUILTIN_GAMES, GameInstance, build_game, encode_plain
-from frost.grpo import grpo_loss
 from frost.judge import Judge
+from frost.losses import grpo_loss
 from frost.models import LoadedModel
 from frost.moves import content_lengths, decision_mask, move_masks
+from frost.proposal import frost_step, select_candidates
+from frost.run.trainer import Trainer
 from frost.step import shared_prefix_sampler
-from frost.trainer import Trainer
 from test_games import STORY
 
 

@@ -367,10 +367,10 @@ def _instance(args: argparse.Namespace, game: Any, vocab: int) -> Any:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from frost.analysis.scoring import format_report, score_move
     from frost.games import encode_plain
     from frost.judge import Judge, check_mode
     from frost.models import forbidden_token_mask
-    from frost.scoring import format_report, score_move
 
     check_mode(args.mode)
     if args.tau is not None and not 0 < args.tau < 1:
@@ -409,10 +409,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_infill(args: argparse.Namespace) -> int:
-    from frost.frost import check_tau, get_rule
-    from frost.infill import infill
+    from frost.analysis.infill import infill
     from frost.judge import Judge
     from frost.models import forbidden_token_mask
+    from frost.proposal import check_tau, get_rule
 
     get_rule(args.rule)
     check_tau(args.tau)
@@ -462,7 +462,7 @@ def cmd_infill(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from frost.frost import RULES
+    from frost.proposal import RULES
 
     for rule in RULES.values():
         print(f"{rule.name:13} {rule.description}")
@@ -472,19 +472,19 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def _diagnose_players(args: argparse.Namespace) -> tuple[Any, Any, Any, list[Any], Any, Any]:
     """The model, player (the base or --checkpoint's adapter), judge (the base), the first --prompts game
     instances of --data, the forbidden-token mask and the game, for the diagnostics over a fixed player."""
-    from frost.data import read_documents
     from frost.judge import Judge
     from frost.models import forbidden_token_mask
+    from frost.run.data import read_documents
 
     if args.checkpoint is not None:
-        from frost.checkpoint import resolve_checkpoint
+        from frost.run.checkpoint import resolve_checkpoint
 
         resolve_checkpoint(args.checkpoint)
     _setup_torch(args)
     lm = _load(args)
     player, judge = lm.model, Judge(lm.model)
     if args.checkpoint is not None:
-        from frost.checkpoint import load_players
+        from frost.run.checkpoint import load_players
 
         player = load_players([args.checkpoint], lm)
         judge = Judge(player, context=player.disable_adapter)
@@ -498,8 +498,8 @@ def _diagnose_players(args: argparse.Namespace) -> tuple[Any, Any, Any, list[Any
 
 def _diagnose_rounds(args: argparse.Namespace) -> int:
     """`frost diagnose rounds`."""
-    from frost.frost import check_rank_by, check_tau, get_rule
-    from frost.rounds_diagnostic import rounds_markdown, run_rounds, summarize_rounds, write_rounds
+    from frost.analysis.rounds import rounds_markdown, run_rounds, summarize_rounds, write_rounds
+    from frost.proposal import check_rank_by, check_tau, get_rule
 
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     if not rules:
@@ -536,9 +536,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         return _diagnose_samples(args)
     if args.diagnostic == "rounds":
         return _diagnose_rounds(args)
-    from frost.diagnostics import SelectionRow, read_rows, report_text, run_selection, summarize
-    from frost.frost import RULES, check_rank_by, check_tau, get_rule
-    from frost.selection_plots import write_figures
+    from frost.analysis.selection import SelectionRow, read_rows, report_text, run_selection, summarize
+    from frost.analysis.selection_plots import write_figures
+    from frost.proposal import RULES, check_rank_by, check_tau, get_rule
 
     rules = list(RULES) if args.rules == "all" else [r.strip() for r in args.rules.split(",") if r.strip()]
     for r in rules:
@@ -596,8 +596,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """`frost evaluate`: one adapter's best-of-N on a split of its run's data."""
-    from frost.checkpoint import resolve_checkpoint
-    from frost.evaluation import evaluate_checkpoint, file_sha256
+    from frost.run.checkpoint import resolve_checkpoint
+    from frost.run.evaluation import evaluate_checkpoint, file_sha256
 
     resolve_checkpoint(args.checkpoint)
     record = None
@@ -620,7 +620,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from frost.config import load_config
-    from frost.trainer import Trainer
+    from frost.run.trainer import Trainer
 
     overrides = list(args.set)
     if args.steps is not None:
@@ -652,10 +652,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _diagnose_samples(args: argparse.Namespace) -> int:
-    from frost.checkpoint import resolve_checkpoint, run_config
-    from frost.data import load_split
+    from frost.analysis.samples import diagnose_samples, write
     from frost.games import build_game
-    from frost.samples import diagnose_samples, write
+    from frost.run.checkpoint import resolve_checkpoint, run_config
+    from frost.run.data import load_split
 
     if args.prompts < 1 or args.samples < 1:
         raise ConfigError("--prompts and --samples must be >= 1")
@@ -678,7 +678,7 @@ def _diagnose_samples(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "synth":
-        from frost.synth import SynthSettings, synthesize
+        from frost.tools.synth import SynthSettings, synthesize
 
         if args.batch_size < 1 or args.max_new_tokens < 1:
             raise ConfigError("--batch-size and --max-new-tokens must be >= 1")
@@ -696,7 +696,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         counts = synthesize(args.out, target=args.target, settings=settings, model=lm.model, tokenizer=lm.tokenizer)
         print(f"{args.out}: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
         return 0
-    from frost.data import inspect_source
+    from frost.run.data import inspect_source
 
     if args.L is not None and args.L < 1:
         raise ConfigError(f"--L must be >= 1, got {args.L}")
@@ -706,7 +706,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from frost.report import write_report
+    from frost.analysis.report import write_report
 
     if args.smooth < 1:
         raise ConfigError(f"--smooth must be >= 1, got {args.smooth}")
@@ -717,7 +717,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """`frost bench`: check the arguments, then time what --only asks for."""
-    from frost.frost import get_rule
+    from frost.proposal import get_rule
 
     for name in ("repeats", "core_K", "D"):
         if getattr(args, name) < 1:
@@ -733,7 +733,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError("--rules: give at least one Frost rule")
     for r in rules:
         get_rule(r)
-    from frost import distributed
+    from frost.run import distributed
 
     world = distributed.world_from_env()
     if args.frost_D is not None and args.frost_D < 0:
@@ -753,7 +753,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace, rules: list[str], world: Any) -> int:
     """`frost bench` after its arguments were checked; under torchrun rank 0 alone prints and writes."""
-    from frost.bench import (
+    from frost.tools.bench import (
         bench_training,
         default_arms,
         markdown,
@@ -768,7 +768,7 @@ def _bench(args: argparse.Namespace, rules: list[str], world: Any) -> int:
     say = print if world.is_main else (lambda *a, **k: None)
     result: dict[str, Any] = {"ratios": {}}
     if args.only in ("all", "memory-plan"):
-        from frost.memplan import plan_markdown
+        from frost.run.memplan import plan_markdown
 
         write_section(args.out, "memory-plan", plan_markdown())
         say("memory plan for Qwen3-14B written")
@@ -824,7 +824,13 @@ def _bench(args: argparse.Namespace, rules: list[str], world: Any) -> int:
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     """Train the experiment's runs that are not finished, then print its summary."""
-    from frost.experiment import ExperimentPaused, load_experiment, markdown, run_experiment, write_summary
+    from frost.analysis.experiment.runner import (
+        ExperimentPaused,
+        load_experiment,
+        markdown,
+        run_experiment,
+        write_summary,
+    )
 
     if args.md is not None and (args.md.is_dir() or not args.md.parent.is_dir()):
         raise ConfigError(f"--md: {args.md} is not a Markdown file in an existing folder; give e.g. --md README.md")
@@ -842,7 +848,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     print(markdown(summary))
     print(f"\nwritten to {experiment.out / 'summary.md'} and summary.json")
     if args.md is not None:
-        from frost.mdblock import write_block
+        from frost.tools.mdblock import write_block
 
         write_block(args.md, "frost-experiment", experiment.out.name, markdown(summary))
         print(f"and into {args.md} (<!-- frost-experiment:{experiment.out.name} -->)")
@@ -851,7 +857,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """`frost score` on one example, then the three matched-compute training arms and their comparison."""
-    from frost.demo import run_demo
+    from frost.tools.demo import run_demo
 
     if not args.seeds:
         raise ConfigError("--seeds: give at least one seed")

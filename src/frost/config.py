@@ -13,10 +13,17 @@ from typing import Any
 
 import yaml
 
-from frost.data import DataConfig
 from frost.errors import ConfigError
 
 ALGORITHMS = ("grpo", "frost")
+"""GRPO on the sampled group, or Frost-GRPO on the replaced one."""
+ADVANTAGES = ("mean", "std", "rloo", "passk")
+"""How a group's rewards become advantages (`frost.losses.group_advantages`)."""
+LOSSES = ("reinforce", "ppo-clip")
+"""The policy term: the paper's REINFORCE surrogate, or the clipped importance ratio of PPO / GRPO / DAPO
+(`frost.losses.grpo_loss`)."""
+DECODE_MODES = ("auto", "eager", "static", "graphs")
+"""How sampling decodes (`frost.decode`)."""
 
 
 @dataclass
@@ -43,7 +50,7 @@ class ModelConfig:
     """Load the model even when its weights alone need more than 90% of the free memory (host memory on the CPU,
     free device memory on a GPU); by default such a model is refused in one line before loading."""
     fsdp_shards: int = 1
-    """Ranks that share one copy of the frozen base, each holding 1/N of every decoder layer (FSDP2, `frost.fsdp`;
+    """Ranks that share one copy of the frozen base, each holding 1/N of every decoder layer (FSDP2, `frost.run.fsdp`;
     under torchrun / accelerate launch, N must divide the number of ranks, e.g. the GPUs of a node). The ranks of a
     group play the same texts, so it buys memory, not speed; 1: every rank holds the whole base."""
 
@@ -136,7 +143,7 @@ class TrainConfig:
     """Texts per step (the paper: 4)."""
     micro_batch: int = 0
     """Texts run together in every phase (sampling, judge, children, loss). 0: automatic, all B on the CPU and on a
-    GPU the most that `frost.memplan` fits in its free memory; 1: one text at a time."""
+    GPU the most that `frost.run.memplan` fits in its free memory; 1: one text at a time."""
     steps: int = 100
     beta: float = 0.1
     """KL coefficient."""
@@ -175,6 +182,46 @@ class TrainConfig:
 
 
 @dataclass
+class DataConfig:
+    """Which documents a run uses and how they are split."""
+
+    source: str = "embedded"
+    """`embedded`, `handwritten`, `cosmopedia`, or a path to a .jsonl/.txt/.parquet file or a folder of .txt files."""
+    field: str = "text"
+    """The text field of .jsonl records and .parquet columns (Cosmopedia: `text`)."""
+    validation_size: int = 128
+    """The first N usable documents form the validation set (the paper: 128)."""
+    max_documents: int | None = None
+    """Read at most this many documents (streamed hub sources need a bound; None reads everything local and
+    20,000 documents from the hub)."""
+    seed: int = 0
+    """Seed of the training order."""
+    test_start: int = 0
+    """Index (among the usable documents) of the first test document."""
+    test_size: int = 0
+    """Documents from `test_start` on held out as the test split: never trained on, never validated on, read only
+    by a final test phase (`load_test_split`); 0: no test split."""
+
+    def validate(self) -> None:
+        if self.validation_size < 0:
+            raise ConfigError(f"data.validation_size must be >= 0, got {self.validation_size}")
+        if self.test_size < 0 or self.test_start < 0:
+            raise ConfigError(
+                f"data.test_start and data.test_size must be >= 0, got {self.test_start}, {self.test_size}"
+            )
+        if self.test_size and self.test_start < self.validation_size:
+            raise ConfigError(
+                f"data.test_start: the test split ({self.test_start}-{self.test_start + self.test_size - 1}) overlaps "
+                f"the validation documents (0-{self.validation_size - 1}); set data.test_start >= "
+                f"data.validation_size"
+            )
+        if self.max_documents is not None and self.max_documents < 1:
+            raise ConfigError(f"data.max_documents must be >= 1 or null, got {self.max_documents}")
+        if not self.field:
+            raise ConfigError("data.field must name the text field, e.g. text")
+
+
+@dataclass
 class Config:
     """A whole run."""
 
@@ -193,7 +240,6 @@ class Config:
 
     def validate(self) -> Config:
         """Check every field; raise ConfigError naming the first bad one."""
-        from frost.decode import check_decode
         from frost.games import resolve_spec
         from frost.rules import check_rank_by, check_tau, get_rule
 
@@ -254,9 +300,7 @@ class Config:
 
 
 def _check_loss(t: TrainConfig) -> None:
-    """The advantage, loss and epochs fields (`frost.grpo`)."""
-    from frost.grpo import ADVANTAGES, LOSSES
-
+    """The advantage, loss and epochs fields (`frost.losses`)."""
     if t.advantage not in ADVANTAGES:
         raise ConfigError(f"train.advantage must be one of {', '.join(ADVANTAGES)}; got {t.advantage!r}")
     if t.advantage != "mean" and t.K < 2:
@@ -362,3 +406,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, *, 
                 raise ConfigError(f"--set {key}: {part} is not a section")
         node[parts[-1]] = yaml.safe_load(raw)
     return config_from_dict(values)
+
+
+def check_decode(mode: str) -> None:
+    """Raise ConfigError unless `mode` is one of DECODE_MODES."""
+    if mode not in DECODE_MODES:
+        raise ConfigError(f"model.decode must be one of {', '.join(DECODE_MODES)}; got {mode!r}")

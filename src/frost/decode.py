@@ -26,19 +26,13 @@ from typing import Any
 
 import torch
 
+from frost.config import check_decode
 from frost.errors import ConfigError
 
-DECODE_MODES = ("auto", "eager", "static", "graphs")
 CACHE_BUCKET = 64
 """Static caches are this many positions longer at a time, so prompts of nearby lengths share one capture."""
 _DECODERS = "frost_static_decoders"
 _FAILED = "frost_static_decode_failed"
-
-
-def check_decode(mode: str) -> None:
-    """Raise ConfigError unless `mode` is one of DECODE_MODES."""
-    if mode not in DECODE_MODES:
-        raise ConfigError(f"model.decode must be one of {', '.join(DECODE_MODES)}; got {mode!r}")
 
 
 def resolve_decode(mode: str, model: Any, device: torch.device) -> str:

@@ -33,7 +33,7 @@ from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance
 from frost.models import cache_io, causal_lm_logits, check_fits_context, lm_head_logits, no_grad
 from frost.moves import content_lengths, content_mask
-from frost.sampling import PromptBatch
+from frost.padding import PromptBatch
 
 TaylorMode = Literal["first-order", "full"]
 TAYLOR_MODES: tuple[str, ...] = ("first-order", "full")
@@ -279,7 +279,7 @@ class Judge:
         """Judge tokens passed forward so far (padding excluded)."""
         self.agreement: Agreement = ALONE
         """How this judge agrees on pass sizes and out-of-memory back-off with the ranks that share its base (an
-        FSDP group sets `frost.distributed.ShardGroupAgreement`; `frost.agreement`)."""
+        FSDP group sets `frost.run.distributed.ShardGroupAgreement`; `frost.agreement`)."""
 
     @property
     def device(self) -> torch.device:

@@ -196,8 +196,7 @@ def check_memory(name: str, device: torch.device, dtype: torch.dtype) -> None:
     """Refuse in one line, before loading, a model whose weights alone cannot fit in the free memory of `device`
     (host memory for the CPU): their size comes from the model's shape (a shape name, a config.json, a folder's
     config.json or a known hub id); a model whose shape is not known here is not checked."""
-    from frost.memplan import ModelShape
-    from frost.shapes import shape_config
+    from frost.shapes import ModelShape, shape_config
 
     if name == EMBEDDED:
         return
@@ -305,7 +304,7 @@ def model_device(model: Any) -> torch.device:
 
 
 SHARDED_FLAG = "frost_fsdp_sharded"
-"""Attribute `frost.fsdp.shard_frozen_base` sets on a model whose decoder layers it sharded."""
+"""Attribute `frost.run.fsdp.shard_frozen_base` sets on a model whose decoder layers it sharded."""
 
 
 def no_grad(model: Any) -> contextlib.AbstractContextManager[Any]:
@@ -345,7 +344,7 @@ def causal_lm_logits(
     sliced hidden states: on the CPU a head applied to the strided slice goes through a slow batched matmul
     (about 8% of a judge forward on the embedded model); the model's logit scaling is applied (`lm_head_logits`).
     Models with logit soft-capping use the standard path.
-    `attention_mask` and `position_ids` are those of left-padded batches (`frost.sampling.PromptBatch`).
+    `attention_mask` and `position_ids` are those of left-padded batches (`frost.padding.PromptBatch`).
     """
     extra = {"attention_mask": attention_mask, "position_ids": position_ids}
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None

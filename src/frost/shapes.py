@@ -4,16 +4,22 @@
 the architecture of the named model, initialised on the device without a download. The tokenizer is the embedded
 model's (SmolLM2, 49,152 tokens); embedding rows beyond it exist, as Qwen3's do beyond its own tokenizer, and are
 forbidden in moves (`frost.models.forbidden_token_mask`). A random model's rewards and samples mean nothing; its step
-times, FLOPs and memory are those of the real model at the same shapes.
+times, FLOPs and memory are those of the real model at the same shapes. `ModelShape` holds the sizes that memory and
+compute depend on (read by `frost.run.memplan` and by the memory check before loading).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from frost.errors import ModelLoadError
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Every attention and MLP projection (the paper's adapter)."""
 
 SHAPE_SUFFIX = "-shape"
 """Model names ending in this are shapes: `<name>-shape`."""
@@ -93,3 +99,119 @@ def random_model(name: str, device: Any, dtype: Any, *, seed: int = 0) -> Any:
     torch.manual_seed(seed)
     with torch.device(device):
         return AutoModelForCausalLM.from_config(config, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes of a Llama/Qwen-style decoder that memory depends on."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    tie_word_embeddings: bool = False
+    qk_norm: bool = True
+    """Per-head RMSNorm of queries and keys (Qwen3 has it, Llama does not)."""
+    name: str = field(default="model", compare=False)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | Any) -> ModelShape:
+        """From a transformers `PretrainedConfig` (or anything with those attributes) or a config.json dict."""
+
+        def get(key: str, default: Any = None) -> Any:
+            if isinstance(cfg, Mapping):
+                return cfg.get(key, default)
+            return getattr(cfg, key, default)
+
+        missing = [
+            k
+            for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads")
+            if get(k) is None
+        ]
+        if get("vocab_size") is None:
+            missing.append("vocab_size")
+        if missing:
+            raise ValueError(f"model config lacks {', '.join(missing)}")
+        hidden, heads = int(get("hidden_size")), int(get("num_attention_heads"))
+        model_type = str(get("model_type", "") or "")
+        qk_norm = get("qk_norm")
+        if qk_norm is None:
+            qk_norm = model_type.startswith("qwen3") if model_type else True
+        return cls(
+            hidden_size=hidden,
+            num_hidden_layers=int(get("num_hidden_layers")),
+            intermediate_size=int(get("intermediate_size")),
+            num_attention_heads=heads,
+            num_key_value_heads=int(get("num_key_value_heads") or heads),
+            head_dim=int(get("head_dim") or hidden // heads),
+            vocab_size=int(get("vocab_size")),
+            tie_word_embeddings=bool(get("tie_word_embeddings", False)),
+            qk_norm=bool(qk_norm),
+            name=str(get("_name_or_path", "") or model_type or "model"),
+        )
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the queries (and of the attention output): heads * head_dim."""
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the keys (and of the values): kv_heads * head_dim."""
+        return self.num_key_value_heads * self.head_dim
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of each projection of one decoder block."""
+        h, i = self.hidden_size, self.intermediate_size
+        return {
+            "q_proj": (h, self.q_dim),
+            "k_proj": (h, self.kv_dim),
+            "v_proj": (h, self.kv_dim),
+            "o_proj": (self.q_dim, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
+
+    def block_parameters(self) -> int:
+        """The weights of one decoder layer: its projections and RMSNorm gains."""
+        h = self.hidden_size
+        block = sum(a * b for a, b in self.linear_shapes().values()) + 2 * h
+        if self.qk_norm:
+            block += 2 * self.head_dim
+        return block
+
+    def base_parameters(self) -> int:
+        """All weights: embeddings (and an untied LM head), projections and RMSNorm gains (no biases)."""
+        h = self.hidden_size
+        embeddings = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
+        return embeddings + self.num_hidden_layers * self.block_parameters() + h
+
+    def lora_parameters(self, rank: int, targets: Sequence[str] = LORA_TARGETS) -> int:
+        """LoRA parameters: r * (in + out) for each targeted projection of each layer."""
+        shapes = self.linear_shapes()
+        unknown = [t for t in targets if t not in shapes]
+        if unknown:
+            raise ValueError(f"unknown LoRA targets {unknown}; known: {', '.join(shapes)}")
+        return self.num_hidden_layers * sum(rank * (shapes[t][0] + shapes[t][1]) for t in targets)
+
+
+# Qwen3-14B's config.json (Qwen/Qwen3-14B on the Hugging Face hub).
+QWEN3_14B = ModelShape(
+    hidden_size=5120,
+    num_hidden_layers=40,
+    intermediate_size=17408,
+    num_attention_heads=40,
+    num_key_value_heads=8,
+    head_dim=128,
+    vocab_size=151936,
+    tie_word_embeddings=False,
+    qk_norm=True,
+    name="Qwen3-14B",
+)
+
+
+# ------------------------------------------------------------------------------------------ saved activations

@@ -22,19 +22,17 @@ import torch
 
 from frost.agreement import ALONE, Agreement, fits
 from frost.errors import ConfigError, FrostError
-from frost.frost import FrostInput, FrostRecord, frost_step_batch
 from frost.games import GameInstance
-from frost.grpo import LossSettings, LossTerms, grpo_loss
 from frost.judge import Judge
+from frost.losses import LossSettings, LossTerms, grpo_loss
 from frost.moves import MoveMasks, decision_mask, move_masks
 from frost.phases import NoTimer, PhaseTimer
+from frost.proposal import FrostInput, FrostRecord, frost_step_batch
 from frost.rules import get_rule
 from frost.sampling import SampledMoves, player_logprobs, policy_distributions_batch, sample_moves_batch
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 """One random generator for all texts, or one per text (a text's draws then depend on nothing else)."""
-
-ALGORITHMS = ("grpo", "frost")
 
 
 @dataclass
@@ -65,7 +63,7 @@ class GroupSettings:
     rounds: int = 1
     """Frost proposal+replacement rounds per step; each later round proposes again on the replaced group."""
     loss: LossSettings = field(default_factory=LossSettings)
-    """The advantage estimator and the policy term (`frost.grpo`)."""
+    """The advantage estimator and the policy term (`frost.losses`)."""
     agreement: Agreement = ALONE
     """How the loss agrees on out-of-memory back-off with the ranks that share the base (`frost.agreement`)."""
 
@@ -165,7 +163,7 @@ class GroupRecord:
 def pooled_round_metrics(rounds: Sequence[FrostRecord]) -> dict[str, float]:
     """Frost's metrics over several rounds of one text: the hit rate and mean lift pooled over every round's
     children, the fraction of the sampled moves replaced in any round, the rounds run, and the parents re-scored
-    beside their children (`frost.frost.replace_many`'s `same_path`), in judge sequences."""
+    beside their children (`frost.proposal.replace_many`'s `same_path`), in judge sequences."""
     hits = torch.cat([r.hits for r in rounds])
     lifts = torch.cat([r.child_rewards - r.parent_rewards[r.candidates.parent] for r in rounds])
     replaced = torch.stack([r.chosen >= 0 for r in rounds]).any(0)

@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from frost.checkpoint import label as run_label
-from frost.checkpoint import load_players
 from frost.games import GameInstance, SpecGame
 from frost.judge import Judge
 from frost.models import LoadedModel, forbidden_token_mask
 from frost.moves import decision_mask, move_masks
+from frost.run.checkpoint import label as run_label
+from frost.run.checkpoint import load_players
 from frost.step import shared_prefix_sampler
 
 

@@ -29,7 +29,7 @@ def band(key: str, means: list[float], half: list[float]) -> tuple[list[float], 
 
 
 def plot_curves(summary: dict[str, Any], path: Path) -> Path:
-    """Draw the six panels to `path` (PNG) from `frost.experiment.summarize`'s output."""
+    """Draw the six panels to `path` (PNG) from `frost.analysis.experiment.runner.summarize`'s output."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -9,7 +9,7 @@ a step are split into contiguous shards whose sizes differ by at most one; every
 derived from (seed, step, text index), so a run's moves do not depend on the number of ranks, nor on how texts are
 batched, and a resume needs no per-rank random state.
 
-With `model.fsdp_shards: N` (FSDP2, `frost.fsdp`) the ranks form groups of N that hold one copy of the frozen base
+With `model.fsdp_shards: N` (FSDP2, `frost.run.fsdp`) the ranks form groups of N that hold one copy of the frozen base
 between them: every rank of a group plays the same texts with the same random streams (their calls into the sharded
 layers must match one for one), texts are split over the groups (the replicas), records are gathered once per group
 and checked to agree, and the LoRA gradients are averaged within a group and summed over the groups.

@@ -1,6 +1,6 @@
 """GPU memory plan of one Frost-GRPO training step: arithmetic only, no model is loaded and torch is not imported.
 
-A step (see `frost.trainer`) runs five phases one after another; each frees its memory before the next starts:
+A step (see `frost.run.trainer`) runs five phases one after another; each frees its memory before the next starts:
 
 1. sampling: the prompt (P tokens) is prefilled once, its KV cache repeated for the K moves, L decode steps;
    the player's sampling distributions [K, L, V] (float32) are kept for the rest of the step;
@@ -25,16 +25,16 @@ tiny Qwen3 on the CPU they match the bytes counted with `torch.autograd.graph.sa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from frost.shapes import LORA_TARGETS, QWEN3_14B, ModelShape
 
 GIB = 2**30
 """Bytes in a GiB (what the tables show)."""
 FP32 = 4
 """Bytes of a float32: RMSNorm statistics, softmax and log-softmax over the vocabulary, LoRA adapters and AdamW."""
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-"""Every attention and MLP projection (the paper's adapter)."""
 PLAYER_LOGIT_SAVED_BYTES = 3 * FP32 + 1
 """Per entry of the player's [K, L, V] distributions, kept for the backward: the float32 log-softmax output, the
 probabilities exp(log pi) and the difference log pi - log pi_ref of the full KL, and the boolean `p > 0` mask."""
@@ -44,122 +44,6 @@ GPU_BYTES = 80e9
 """One 80 GB GPU (an H100 80GB reports 79.6 GiB = 85.5e9 bytes; 80e9 is the conservative reading)."""
 HEADROOM = 0.10
 """Fraction of the GPU kept free: CUDA context, cuBLAS workspaces, allocator fragmentation."""
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """The sizes of a Llama/Qwen-style decoder that memory depends on."""
-
-    hidden_size: int
-    num_hidden_layers: int
-    intermediate_size: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    vocab_size: int
-    tie_word_embeddings: bool = False
-    qk_norm: bool = True
-    """Per-head RMSNorm of queries and keys (Qwen3 has it, Llama does not)."""
-    name: str = field(default="model", compare=False)
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | Any) -> ModelShape:
-        """From a transformers `PretrainedConfig` (or anything with those attributes) or a config.json dict."""
-
-        def get(key: str, default: Any = None) -> Any:
-            if isinstance(cfg, Mapping):
-                return cfg.get(key, default)
-            return getattr(cfg, key, default)
-
-        missing = [
-            k
-            for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads")
-            if get(k) is None
-        ]
-        if get("vocab_size") is None:
-            missing.append("vocab_size")
-        if missing:
-            raise ValueError(f"model config lacks {', '.join(missing)}")
-        hidden, heads = int(get("hidden_size")), int(get("num_attention_heads"))
-        model_type = str(get("model_type", "") or "")
-        qk_norm = get("qk_norm")
-        if qk_norm is None:
-            qk_norm = model_type.startswith("qwen3") if model_type else True
-        return cls(
-            hidden_size=hidden,
-            num_hidden_layers=int(get("num_hidden_layers")),
-            intermediate_size=int(get("intermediate_size")),
-            num_attention_heads=heads,
-            num_key_value_heads=int(get("num_key_value_heads") or heads),
-            head_dim=int(get("head_dim") or hidden // heads),
-            vocab_size=int(get("vocab_size")),
-            tie_word_embeddings=bool(get("tie_word_embeddings", False)),
-            qk_norm=bool(qk_norm),
-            name=str(get("_name_or_path", "") or model_type or "model"),
-        )
-
-    @property
-    def q_dim(self) -> int:
-        """Width of the queries (and of the attention output): heads * head_dim."""
-        return self.num_attention_heads * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        """Width of the keys (and of the values): kv_heads * head_dim."""
-        return self.num_key_value_heads * self.head_dim
-
-    def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """(in_features, out_features) of each projection of one decoder block."""
-        h, i = self.hidden_size, self.intermediate_size
-        return {
-            "q_proj": (h, self.q_dim),
-            "k_proj": (h, self.kv_dim),
-            "v_proj": (h, self.kv_dim),
-            "o_proj": (self.q_dim, h),
-            "gate_proj": (h, i),
-            "up_proj": (h, i),
-            "down_proj": (i, h),
-        }
-
-    def block_parameters(self) -> int:
-        """The weights of one decoder layer: its projections and RMSNorm gains."""
-        h = self.hidden_size
-        block = sum(a * b for a, b in self.linear_shapes().values()) + 2 * h
-        if self.qk_norm:
-            block += 2 * self.head_dim
-        return block
-
-    def base_parameters(self) -> int:
-        """All weights: embeddings (and an untied LM head), projections and RMSNorm gains (no biases)."""
-        h = self.hidden_size
-        embeddings = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
-        return embeddings + self.num_hidden_layers * self.block_parameters() + h
-
-    def lora_parameters(self, rank: int, targets: Sequence[str] = LORA_TARGETS) -> int:
-        """LoRA parameters: r * (in + out) for each targeted projection of each layer."""
-        shapes = self.linear_shapes()
-        unknown = [t for t in targets if t not in shapes]
-        if unknown:
-            raise ValueError(f"unknown LoRA targets {unknown}; known: {', '.join(shapes)}")
-        return self.num_hidden_layers * sum(rank * (shapes[t][0] + shapes[t][1]) for t in targets)
-
-
-# Qwen3-14B's config.json (Qwen/Qwen3-14B on the Hugging Face hub).
-QWEN3_14B = ModelShape(
-    hidden_size=5120,
-    num_hidden_layers=40,
-    intermediate_size=17408,
-    num_attention_heads=40,
-    num_key_value_heads=8,
-    head_dim=128,
-    vocab_size=151936,
-    tie_word_embeddings=False,
-    qk_norm=True,
-    name="Qwen3-14B",
-)
-
-
-# ------------------------------------------------------------------------------------------ saved activations
 
 
 def block_saved_bytes(
@@ -233,7 +117,7 @@ def player_saved_bytes(
     lora_bytes: int = FP32,
     expand_kv: bool = True,
 ) -> dict[str, int]:
-    """Bytes autograd keeps for the player's loss pass (`frost.trainer.policy_distributions`), by part.
+    """Bytes autograd keeps for the player's loss pass (`frost.run.trainer.policy_distributions`), by part.
 
     Per text: the prompt (P tokens, batch 1) runs through the LoRA model with autograd; its KV cache is repeated K
     times and the K moves' first L-1 tokens continue from it. The move pass has an attention mask (queries do not
@@ -377,13 +261,13 @@ def memory_plan(
       per parameter (`optimizer_temp_bytes_per_param`);
     - `micro_batch=None` runs all B texts of a step together in each phase; `micro_batch=m` runs m texts at a time
       (gradients accumulate in the persistent LoRA gradients), so transient memory scales with m instead of B
-      (`frost.trainer.Trainer` handles one text at a time: micro_batch=1);
+      (`frost.run.trainer.Trainer` handles one text at a time: micro_batch=1);
     - the judge's logits cover all `judge_tokens` positions of each sequence (an upper bound: only the move and the
       end are scored); `judge_batch_size` caps the sequences per judge forward (None: all at once);
     - with gradient checkpointing, the judge and the player keep one hidden state per layer and token, and recompute
       one block's full activations during the backward; the player's repeated prompt KV cache stays alive;
     - the backward sweep's working set is one block's saved activations plus two hidden-state gradients per token;
-    - `fsdp_shards=N` (`frost.fsdp`): each rank holds 1/N of every decoder layer's weights (embeddings, head and
+    - `fsdp_shards=N` (`frost.run.fsdp`): each rank holds 1/N of every decoder layer's weights (embeddings, head and
       LoRA whole) and gathers two layers whole at a time (the one running and the next, prefetched);
     - `static_decode` (`frost.decode`, CUDA's default): a static KV cache of B*K rows (micro-batch*K) over the prompt
       and move rounded up to 64 positions is kept for the run, so its capture can be replayed every step.
@@ -664,7 +548,7 @@ def plan_markdown(
         f"{s['judge_tokens']}-token judge sequences, D={s['D']} children, LoRA r={s['lora_rank']} on "
         f"{', '.join(t.removesuffix('_proj') for t in s['targets'])}; base weights in {8 * s['dtype_bytes']}-bit, "
         f"LoRA in float32 with AdamW. Budget: {gpu_bytes / 1e9:.0f} GB x {1 - headroom:.2f} = "
-        f"{budget / 1e9:.1f} GB ({_gib(budget)} GiB). All numbers are computed by `frost.memplan`.",
+        f"{budget / 1e9:.1f} GB ({_gib(budget)} GiB). All numbers are computed by `frost.run.memplan`.",
         "",
         f"### Components ({mode})",
         "",
@@ -718,7 +602,7 @@ def plan_markdown(
         f"{_gib(judge_acts[1])} GiB and the player's (with its move-pass k/v) from {_gib(acts)} to {_gib(acts_gc)} "
         f"GiB; the peak drops from {_gib(full.peak)} to {_gib(gc.peak)} GiB ({_gib(full.peak - gc.peak)} GiB less), "
         "at the cost of a second forward in each backward.",
-        f"- Micro-batching one text at a time (what `frost.trainer` does) lowers the peak to {_gib(mb1.peak)} GiB "
+        f"- Micro-batching one text at a time (what `frost.run.trainer` does) lowers the peak to {_gib(mb1.peak)} GiB "
         f"({_gib(full.peak - mb1.peak)} GiB less) with the same FLOPs "
         f"(smaller GEMMs); with both, {_gib(gc1.peak)} GiB.",
         f"- The persistent part ({_gib(full.persistent_bytes)} GiB) does not shrink: the LoRA state alone is "
@@ -770,7 +654,7 @@ def plan_markdown(
         "- Phases run one after another and free their memory; inference working sets and the backward sweep's "
         "working set (one block's activations plus two hidden-state gradients per token) are rough estimates.",
         "- Gradient checkpointing keeps one bf16 hidden state per layer and token and recomputes one block at a "
-        "time; the shared prompt's repeated KV cache stays alive. `frost.trainer` does not checkpoint yet, and "
+        "time; the shared prompt's repeated KV cache stays alive. `frost.run.trainer` does not checkpoint yet, and "
         "transformers drops the KV cache of checkpointed layers in training, so the shared-prompt loss pass would "
         "need its own per-layer checkpointing (or K full prompt+move sequences); the judge runs in eval mode, where "
         "transformers does not checkpoint either.",

@@ -119,12 +119,12 @@ def evaluate_checkpoint(
     summary."""
     import functools
 
-    from frost import distributed
-    from frost.checkpoint import load_players, resolve_checkpoint, run_config
-    from frost.data import load_split, load_test_split
     from frost.errors import ConfigError
     from frost.games import build_game
     from frost.models import forbidden_token_mask, load_model
+    from frost.run import distributed
+    from frost.run.checkpoint import load_players, resolve_checkpoint, run_config
+    from frost.run.data import load_split, load_test_split
     from frost.step import shared_prefix_sampler
 
     if split not in SPLITS:

@@ -16,15 +16,15 @@ from typing import Any
 
 import torch
 
-from frost.data import read_documents
 from frost.decode import resolve_decode
-from frost.frost import select_candidates
 from frost.games import GameInstance, build_game
 from frost.judge import Judge
-from frost.mdblock import write_block
-from frost.memplan import ModelShape
 from frost.models import LoadedModel, cache_io, forbidden_token_mask
+from frost.proposal import select_candidates
+from frost.run.data import read_documents
+from frost.run.memplan import ModelShape
 from frost.sampling import sample_moves
+from frost.tools.mdblock import write_block
 
 
 @dataclass
@@ -420,16 +420,16 @@ def bench_training(
 
     Under torchrun the B texts of each step are sharded across the ranks as in training: step times and phases
     are rank 0's, tokens and FLOPs are the whole step's, and the matmul peak is one device's times the world size.
-    `fsdp_shards` > 1 shards the base's layers over groups of that many ranks (`frost.fsdp`), a fresh base per arm
+    `fsdp_shards` > 1 shards the base's layers over groups of that many ranks (`frost.run.fsdp`), a fresh base per arm
     (built or loaded again: a sharded base takes one adapter); the ranks of a group do the same work, which the
     fraction of the matmul peak (over every rank) shows.
     """
     import tempfile
 
-    from frost import distributed
     from frost.config import config_from_dict
     from frost.models import load_model
-    from frost.trainer import PHASES, Trainer
+    from frost.run import distributed
+    from frost.run.trainer import PHASES, Trainer
 
     arms = list(arms) if arms is not None else default_arms(K)
     world = distributed.init_world(device, shard_size=fsdp_shards)

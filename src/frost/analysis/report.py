@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from frost import runlog
 from frost.errors import ConfigError
+from frost.run import runlog
 
 PANELS = (
     ("val/reward_mean", "mean reward"),

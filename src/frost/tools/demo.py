@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from frost import runlog
+from frost.run import runlog
 
 ARMS = (
     ("grpo-k8", "cpu-demo-grpo.yaml", "GRPO K=8"),
     ("frost-k4-taylor-gated", "cpu-demo-frost.yaml", "Frost K=4, taylor-gated (paper)"),
     ("frost-k4-judge-gated", "cpu-demo-frost-judge.yaml", "Frost K=4, judge-gated (ours)"),
 )
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 VAL_KEYS = {
     "best": "val/best_of_8",
     "mean": "val/reward_mean",
@@ -134,9 +134,9 @@ def run_demo(out: Path, *, seeds: list[int], steps: int | None, threads: int = 0
     """Train the three arms for each seed (resuming finished or interrupted runs), then compare them."""
     import torch
 
-    from frost.checkpoint import finished_step
     from frost.config import load_config
-    from frost.trainer import Trainer
+    from frost.run.checkpoint import finished_step
+    from frost.run.trainer import Trainer
 
     if threads:
         torch.set_num_threads(threads)
@@ -161,7 +161,7 @@ def run_demo(out: Path, *, seeds: list[int], steps: int | None, threads: int = 0
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(table + "\n")
     (out / "comparison.json").write_text(json.dumps(summary, indent=1, default=str))
-    from frost.report import write_report
+    from frost.analysis.report import write_report
 
     write_report([r.run_dir for r in runs], out / "report")
     return table

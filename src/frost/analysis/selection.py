@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from frost.frost import Candidates, get_rule, replace_with_scores, select_candidates
+from frost.analysis.stats import mean_se
 from frost.games import GameInstance
 from frost.judge import Judge, TaylorResult
 from frost.moves import move_masks
-from frost.stats import mean_se
+from frost.proposal import Candidates, get_rule, replace_with_scores, select_candidates
 from frost.step import shared_prefix_sampler
 
 

@@ -27,18 +27,18 @@ from typing import Any
 
 import torch
 
-from frost import checkpoint, distributed, runlog
 from frost.config import Config
 from frost.decode import resolve_decode
 from frost.errors import ConfigError, FrostError
-from frost.evaluation import score_samples, summary_of
 from frost.games import GameInstance, build_game, spec_to_yaml
-from frost.grpo import LossSettings
 from frost.judge import Judge
+from frost.losses import LossSettings
 from frost.models import LoadedModel, forbidden_token_mask, load_model, resolve_device, resolve_dtype
 from frost.moves import content_lengths
 from frost.phases import PhaseTimer
 from frost.rules import get_rule
+from frost.run import checkpoint, distributed, runlog
+from frost.run.evaluation import score_samples, summary_of
 from frost.sampling import SampledMoves
 from frost.step import (
     Generators,
@@ -116,13 +116,13 @@ class TrainingError(FrostError):
 
 def auto_micro_batch(config: Config, player: Any, inst: GameInstance, device: torch.device) -> int:
     """Texts per pass when `train.micro_batch` is 0: all B on the CPU; on a GPU the largest m <= B whose
-    `frost.memplan` estimate (with the model's shape, the run's K, L, D and LoRA rank, this game's prompt and judge
+    `frost.run.memplan` estimate (with the model's shape, the run's K, L, D and LoRA rank, this game's prompt and judge
     lengths) fits in 90% of the memory free now plus what the plan counts that is already allocated (base weights,
     LoRA parameters)."""
     t = config.train
     if device.type != "cuda":
         return t.batch_size
-    from frost.memplan import ModelShape, memory_plan
+    from frost.run.memplan import ModelShape, memory_plan
 
     base = player.get_base_model() if hasattr(player, "get_base_model") else player
     shape = ModelShape.from_config(base.config)
@@ -148,7 +148,7 @@ class Trainer:
     ) -> None:
         from peft import get_peft_model
 
-        from frost.data import load_split
+        from frost.run.data import load_split
 
         self.config = config.validate()
         t = config.train
@@ -174,7 +174,7 @@ class Trainer:
         except ValueError as exc:
             raise ConfigError(f"lora.target_modules: {str(exc).splitlines()[0]}") from exc
         if sharded:
-            from frost.fsdp import shard_frozen_base, sharded_bytes
+            from frost.run.fsdp import shard_frozen_base, sharded_bytes
 
             shard_group = shard_frozen_base(self.player, self.world, self.device)
         self.agreement = distributed.agreement(self.world, shard_group if sharded else None, self.device)
@@ -422,7 +422,7 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------- validation
     def validate(self) -> dict[str, Any]:
         """Sample `val_samples` moves per validation text under the current player and score them exactly
-        (`frost.evaluation.score_samples`)."""
+        (`frost.run.evaluation.score_samples`)."""
         t = self.config.train
         mine = list(range(len(self.validation)))[distributed.shard(len(self.validation), self.world)]
         rows, samples = score_samples(
@@ -440,7 +440,7 @@ class Trainer:
 
     # --------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
-        """Write a checkpoint (`frost.checkpoint.save`; rank 0 only, every rank holds the same weights)."""
+        """Write a checkpoint (`frost.run.checkpoint.save`; rank 0 only, every rank holds the same weights)."""
         state = checkpoint.TrainingState(step=self.step, cursor=self.cursor.state(), skipped_steps=self.skipped_steps)
         path = checkpoint.checkpoint_path(self.run_dir, self.step)
         if self.world.is_main:

@@ -34,9 +34,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from frost import claims
+from frost.analysis.stats import mean_ci, pm
 from frost.errors import ConfigError, FrostError
-from frost.stats import mean_ci, pm
+from frost.run import claims
 
 SAMPLES_FIELDS: dict[str, type] = {"prompts": int, "samples": int, "seed": int}
 """`final.samples`: options of `frost diagnose samples`."""

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from frost.frost import FrostInput, FrostRecord
 from frost.games import GameInstance
 from frost.judge import Judge
 from frost.moves import move_masks
+from frost.proposal import FrostInput, FrostRecord
 from frost.step import GroupSettings, frost_rounds, shared_prefix_sampler
 
 

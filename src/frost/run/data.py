@@ -27,51 +27,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from frost.config import DataConfig
 from frost.errors import ConfigError, DataError
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 BUILTIN_SETS = {"embedded": ASSETS / "stories.jsonl", "handwritten": ASSETS / "handwritten_stories.jsonl"}
 HUB_SOURCES = {"cosmopedia": ("HuggingFaceTB/cosmopedia", "stories")}
-
-
-@dataclass
-class DataConfig:
-    """Which documents a run uses and how they are split."""
-
-    source: str = "embedded"
-    """`embedded`, `handwritten`, `cosmopedia`, or a path to a .jsonl/.txt/.parquet file or a folder of .txt files."""
-    field: str = "text"
-    """The text field of .jsonl records and .parquet columns (Cosmopedia: `text`)."""
-    validation_size: int = 128
-    """The first N usable documents form the validation set (the paper: 128)."""
-    max_documents: int | None = None
-    """Read at most this many documents (streamed hub sources need a bound; None reads everything local and
-    20,000 documents from the hub)."""
-    seed: int = 0
-    """Seed of the training order."""
-    test_start: int = 0
-    """Index (among the usable documents) of the first test document."""
-    test_size: int = 0
-    """Documents from `test_start` on held out as the test split: never trained on, never validated on, read only
-    by a final test phase (`load_test_split`); 0: no test split."""
-
-    def validate(self) -> None:
-        if self.validation_size < 0:
-            raise ConfigError(f"data.validation_size must be >= 0, got {self.validation_size}")
-        if self.test_size < 0 or self.test_start < 0:
-            raise ConfigError(
-                f"data.test_start and data.test_size must be >= 0, got {self.test_start}, {self.test_size}"
-            )
-        if self.test_size and self.test_start < self.validation_size:
-            raise ConfigError(
-                f"data.test_start: the test split ({self.test_start}-{self.test_start + self.test_size - 1}) overlaps "
-                f"the validation documents (0-{self.validation_size - 1}); set data.test_start >= "
-                f"data.validation_size"
-            )
-        if self.max_documents is not None and self.max_documents < 1:
-            raise ConfigError(f"data.max_documents must be >= 1 or null, got {self.max_documents}")
-        if not self.field:
-            raise ConfigError("data.field must name the text field, e.g. text")
 
 
 @dataclass

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 
 from frost.errors import ConfigError
-from frost.frost import check_tau, select_candidates
 from frost.games import GameInstance
 from frost.judge import Judge, check_mode
 from frost.moves import move_masks
+from frost.proposal import check_tau, select_candidates
 from frost.sampling import player_logprobs
 
 

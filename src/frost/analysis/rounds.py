@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from frost.frost import FrostInput
+from frost.analysis.stats import mean_se
 from frost.games import GameInstance
 from frost.judge import Judge
 from frost.moves import move_masks
+from frost.proposal import FrostInput
 from frost.rules import get_rule
-from frost.stats import mean_se
 from frost.step import GroupSettings, frost_rounds, shared_prefix_sampler
 
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from frost import runlog
+from frost.analysis.stats import mean_ci, paired_summary
 from frost.errors import ConfigError
-from frost.stats import mean_ci, paired_summary
+from frost.run import runlog
 
 CHECKPOINT_KINDS = ("last", "best_dev")
 

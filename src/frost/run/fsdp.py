@@ -10,7 +10,7 @@ its forward (and again for a backward through it) and freed after. What stays wh
 
 The judge and the reference share the sharded base with the player (the adapter switched off), as on one device.
 Every rank of a group must call the sharded layers the same number of times with the same shapes, so the ranks of a
-group play the same texts (`frost.distributed`): FSDP here buys memory, and the groups (replicas) buy speed.
+group play the same texts (`frost.run.distributed`): FSDP here buys memory, and the groups (replicas) buy speed.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from frost.distributed import World
 from frost.errors import ConfigError
 from frost.models import SHARDED_FLAG
+from frost.run.distributed import World
 
 
 def decoder_layers(model: Any) -> list[torch.nn.Module]:
@@ -40,7 +40,7 @@ def decoder_layers(model: Any) -> list[torch.nn.Module]:
 def shard_frozen_base(model: Any, world: World, device: torch.device) -> Any:
     """Shard the frozen weights of every decoder layer of `model` over this rank's group of `world.shard_size`
     ranks, moving the shards to `device`; the LoRA parameters, embeddings, final norm and head move there whole.
-    Returns the group's process group (for `frost.distributed.agreement`).
+    Returns the group's process group (for `frost.run.distributed.agreement`).
 
     The decoder itself becomes the FSDP root (it owns no sharded weight), so a forward through it, from the player,
     the judge or the reference, frees each layer's gathered weights right after using them."""

@@ -27,7 +27,7 @@ exclusive lock on `OUT/claims/ARM-seedS`) before training it and skips runs anot
 run is trained once; the system releases the lock of a worker that ends, however it ends.
 
 An optional `final` block runs diagnostics at the final checkpoints once a seed's runs are finished (Appendix D of
-each arm against the reference, the selection experiment at every player): `frost.experiment_final`.
+each arm against the reference, the selection experiment at every player): `frost.analysis.experiment.final`.
 """
 
 from __future__ import annotations
@@ -44,10 +44,7 @@ from typing import Any
 
 import yaml
 
-from frost import claims, runlog
-from frost.checkpoint import finished_step
-from frost.errors import ConfigError
-from frost.experiment_choices import (
+from frost.analysis.experiment.choices import (
     CHECKPOINT_KINDS,
     ChoiceRule,
     Grid,
@@ -65,7 +62,7 @@ from frost.experiment_choices import (
     validations,
     write_choices,
 )
-from frost.experiment_final import (
+from frost.analysis.experiment.final import (
     DiagnosticPaused,
     FinalDiagnostics,
     diagnostic_commands,
@@ -74,7 +71,10 @@ from frost.experiment_final import (
     run_diagnostics,
     summarize_final,
 )
-from frost.stats import mean_ci, paired_summary, pm
+from frost.analysis.stats import mean_ci, paired_summary, pm
+from frost.errors import ConfigError
+from frost.run import claims, runlog
+from frost.run.checkpoint import finished_step
 
 EXPERIMENT_KEYS = {"out", "seeds", "set", "reference", "arms", "final", "grid", "choose", "test", "baselines"}
 ARM_KEYS = {"config", "set", "seeds"}
@@ -103,9 +103,9 @@ class Experiment:
     overrides: dict[str, Any] = field(default_factory=dict)
     reference: str | None = None
     final: FinalDiagnostics | None = None
-    """Diagnostics at the final checkpoints (`frost.experiment_final`)."""
+    """Diagnostics at the final checkpoints (`frost.analysis.experiment.final`)."""
     grid: Grid | None = None
-    """A field every arm trains at several values at one seed before the others (`frost.experiment_choices`)."""
+    """A field every arm trains at several values at one seed before the others (`choices`)."""
     choose: ChoiceRule = field(default_factory=ChoiceRule)
     test: TestPhase | None = None
     baselines: list[str] = field(default_factory=list)
@@ -246,7 +246,7 @@ def planned_runs(experiment: Experiment) -> list[PlannedRun]:
 
 
 def update_choices(experiment: Experiment) -> dict[str, Any]:
-    """Make the choices the finished runs allow (`frost.experiment_choices`): each arm's grid value once its grid
+    """Make the choices the finished runs allow (`choices`): each arm's grid value once its grid
     runs are finished (and the link to its chosen run), then every run's checkpoints once all runs are finished."""
     grid = experiment.grid
     choices = read_choices(experiment.out)
@@ -297,7 +297,7 @@ def update_choices(experiment: Experiment) -> dict[str, Any]:
 def run_experiment(experiment: Experiment, *, progress: bool = True, test: bool = False) -> dict[str, Any]:
     """Train every run that is not finished (resuming interrupted ones), making the choices the finished runs
     allow and rewriting the summary after each; then the final diagnostics; with `test`, the test phase."""
-    from frost.trainer import Trainer
+    from frost.run.trainer import Trainer
 
     experiment.out.mkdir(parents=True, exist_ok=True)
     log = experiment.out / "progress.jsonl"
@@ -396,7 +396,7 @@ def is_finished(run_dir: Path, steps: int) -> bool:
 
 
 def _run_final(experiment: Experiment, final: FinalDiagnostics, note: Callable[[dict[str, Any]], None]) -> None:
-    """The final diagnostics that the finished runs allow (`frost.experiment_final`); a stop signal pauses."""
+    """The final diagnostics that the finished runs allow (`frost.analysis.experiment.final`); a stop signal pauses."""
     import torch
 
     finished = {}
@@ -744,7 +744,7 @@ def write_summary(experiment: Experiment) -> dict[str, Any]:
     (out / f"summary.{tag}.md").write_text(markdown(summary) + "\n")
     os.replace(out / f"summary.{tag}.md", out / "summary.md")
     if any(arm["curves"] for arm in summary["arms"].values()):
-        from frost.experiment_plots import plot_curves
+        from frost.analysis.experiment.plots import plot_curves
 
         plot_curves(summary, out / f"curves.{tag}.png")
         os.replace(out / f"curves.{tag}.png", out / "curves.png")

@@ -22,12 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
+from frost.config import ADVANTAGES, LOSSES
 from frost.errors import ConfigError
 
-ADVANTAGES = ("mean", "std", "rloo", "passk")
-"""How a group's rewards become advantages (`group_advantages`)."""
-LOSSES = ("reinforce", "ppo-clip")
-"""The policy term: the paper's REINFORCE surrogate, or the clipped importance ratio of PPO / GRPO / DAPO."""
 STD_EPS = 1e-6
 """The `std` advantage's epsilon (verl's `grpo` estimator with its std normalisation)."""
 
