@@ -29,8 +29,6 @@ _EXPORTS = {
     "sample_moves_batch": "frost.sampling",
     "move_masks": "frost.moves",
     "GroupSettings": "frost.step",
-    "play_group": "frost.step",
-    "group_loss": "frost.step",
     "play_step": "frost.step",
     "step_loss": "frost.step",
 }

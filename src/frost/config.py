@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from frost.errors import ConfigError
+from frost.errors import ConfigError, read_yaml_file
 
 ALGORITHMS = ("grpo", "frost")
 """GRPO on the sampled group, or Frost-GRPO on the replaced one."""
@@ -382,12 +382,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, *, 
     values: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"--config: {p} does not exist")
-        try:
-            values = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--config: {p} is not valid YAML ({str(exc).splitlines()[0]})") from exc
+        values = read_yaml_file(p, "--config", missing=f"--config: {p} does not exist") or {}
         if not isinstance(values, dict):
             raise ConfigError(f"--config: {p} must hold a mapping of sections (model, train, ...)")
     if game is not None:

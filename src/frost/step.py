@@ -1,13 +1,13 @@
 """One training step over B texts, the same code for GRPO and Frost-GRPO, for training, the bench and the analyses.
 
-`play_step` samples K moves for each of the step's texts and scores them: GRPO keeps them (one judge forward),
-Frost runs `frost.frost_step_batch` (Algorithm 1 lines 3-7: one judge pass, proposal, exact scoring, strict-improvement
-replacement). `step_loss` back-propagates the GRPO loss of the (replaced) groups into the player's adapter. Every
-phase runs `GroupSettings.text_batch` texts at once (all of them by default): one prefill and one batched decode for
-their prompts, one judge pass over all parents, one over all children, one policy and one reference pass. Both charge
-their phases to a `PhaseTimer` passed in (sample, judge_pass, select, children, policy, reference) and return typed
-records; the trainer only adds the optimiser, logging and checkpoints. `play_group` / `group_loss` are the same for
-one text.
+`play_step` samples K moves for each of the step's texts and scores them: GRPO keeps them (one judge forward), Frost
+runs `frost.proposal.frost_step_batch` (Algorithm 1 lines 3-7: one judge pass, proposal, exact scoring, strict-
+improvement replacement). `step_loss` back-propagates the GRPO loss of the (replaced) groups into the player's
+adapter. Every phase runs `GroupSettings.text_batch` texts at once (all of them by default): one prefill and one
+batched decode for their prompts, one judge pass over all parents, one over all children, one policy and one
+reference pass. Both charge their phases to a `PhaseTimer` passed in (sample, judge_pass, select, children, policy,
+reference) and return typed records; the trainer only adds the optimiser, logging and checkpoints. One text is a
+list of one.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class GroupRecord:
     """Every Frost round this text ran, in order (the first is `frost`; a round that replaced nothing ends a
     deterministic rule's rounds early)."""
     loss: LossTerms | None = None
-    """Filled by `group_loss` (the step's first update)."""
+    """Filled by `step_loss` (the step's first update)."""
     old_logprobs: torch.Tensor | None = None
     """[K, L] ppo-clip's log pi_old(y_k[j]): the sampling policy's, kept from the step's first update."""
     clip_fracs: list[float] = field(default_factory=list)
@@ -305,24 +305,6 @@ def play_step(
     return records
 
 
-def play_group(
-    player: Any,
-    judge: Judge,
-    inst: GameInstance,
-    settings: GroupSettings,
-    *,
-    base_forbidden: torch.Tensor,
-    generator: torch.Generator | None = None,
-    timer: PhaseTimer | None = None,
-    sampler: Sampler = shared_prefix_sampler,
-) -> GroupRecord:
-    """`play_step` for one text."""
-    return play_step(
-        player, judge, [inst], settings, base_forbidden=base_forbidden, generator=generator, timer=timer,
-        sampler=sampler,
-    )[0]  # fmt: skip
-
-
 class LossOutOfMemory(FrostError):
     """Even one text per policy/reference pass does not fit in memory."""
 
@@ -444,16 +426,3 @@ def _step_loss_passes(
             (torch.stack([t.loss for t in terms]).sum() * scale).backward()
         out.extend(terms)
     return out
-
-
-def group_loss(
-    player: Any,
-    record: GroupRecord,
-    settings: GroupSettings,
-    *,
-    reference: Callable[[], contextlib.AbstractContextManager[Any]],
-    scale: float = 1.0,
-    timer: PhaseTimer | None = None,
-) -> LossTerms:
-    """`step_loss` for one group."""
-    return step_loss(player, [record], settings, reference=reference, scale=scale, timer=timer)[0]

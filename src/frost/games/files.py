@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from frost.errors import ConfigError
+from frost.errors import ConfigError, read_yaml_file
 from frost.games.spec import GameSpec, MoveSpec, Part, check_spec
 
 TOP_FIELDS = ("name", "move", "forbid", "allow", "player", "judge", "sign", "chat_template", "copy_metric")
@@ -144,12 +144,7 @@ def spec_from_dict(raw: Any, *, where: str = "game file") -> GameSpec:
 def load_game_file(path: str | Path) -> GameSpec:
     """Read and validate a YAML game file; one line naming the field on any problem."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConfigError(f"game.kind: {p} is not a file nor a built-in game")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"game file {p}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    raw = read_yaml_file(p, "game file", missing=f"game.kind: {p} is not a file nor a built-in game")
     return spec_from_dict(raw, where=f"game file {p}")
 
 

@@ -42,8 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from frost.analysis.experiment.choices import (
     CHECKPOINT_KINDS,
     ChoiceRule,
@@ -72,7 +70,7 @@ from frost.analysis.experiment.final import (
     summarize_final,
 )
 from frost.analysis.stats import mean_ci, paired_summary, pm
-from frost.errors import ConfigError
+from frost.errors import ConfigError, read_yaml_file
 from frost.run import claims, runlog
 from frost.run.checkpoint import finished_step
 
@@ -138,12 +136,7 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
 def load_experiment(path: str | Path) -> Experiment:
     """Read and check an experiment file (one-line errors naming the field)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment: {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"experiment: {path} is not valid YAML ({str(exc).splitlines()[0]})") from exc
+    data = read_yaml_file(path, "experiment", missing=f"experiment: {path} does not exist")
     if not isinstance(data, dict):
         raise ConfigError(f"experiment: {path} must hold a mapping (out, seeds, set, reference, arms)")
     unknown = set(data) - EXPERIMENT_KEYS
