@@ -36,19 +36,19 @@ from typing import Any
 import torch
 
 from frost.run.memplan import ModelShape, memory_plan
-from frost.tools.bench import Arm, bench_training, training_markdown
+from frost.tools.bench import BenchArm, bench_training, training_markdown
 
 
-def arms_for(quick: bool) -> list[Arm]:
+def arms_for(quick: bool) -> list[BenchArm]:
     if quick:
-        return [Arm("frost", 4, "taylor-gated"), Arm("grpo", 8)]
+        return [BenchArm("frost", 4, "taylor-gated"), BenchArm("grpo", 8)]
     return [
-        Arm("frost", 4, "taylor-gated"),
-        Arm("frost", 4, "judge-gated"),
-        Arm("grpo", 4),
-        Arm("grpo", 8),
-        Arm("frost", 8, "taylor-gated"),
-        Arm("grpo", 16),
+        BenchArm("frost", 4, "taylor-gated"),
+        BenchArm("frost", 4, "judge-gated"),
+        BenchArm("grpo", 4),
+        BenchArm("grpo", 8),
+        BenchArm("frost", 8, "taylor-gated"),
+        BenchArm("grpo", 16),
     ]
 
 

@@ -11,7 +11,7 @@ from conftest import make_tiny_llama
 from frost.models import LoadedModel
 from frost.run.memplan import ModelShape
 from frost.tools.bench import (
-    Arm,
+    BenchArm,
     bench_training,
     default_arms,
     forward_flops,
@@ -91,8 +91,8 @@ def test_peak_memory_is_positive():
 
 
 def test_arm_labels():
-    assert Arm("grpo", 8).label == "GRPO K=8"
-    assert Arm("frost", 4, "full-gated", naive=True).label == "Frost K=4 full-gated (naive path)"
+    assert BenchArm("grpo", 8).label == "GRPO K=8"
+    assert BenchArm("frost", 4, "full-gated", naive=True).label == "Frost K=4 full-gated (naive path)"
 
 
 def test_step_flops_count_each_update_and_each_player_reread():

@@ -279,7 +279,7 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 @dataclass(frozen=True)
-class Arm:
+class BenchArm:
     """One way of taking a training step: the algorithm, its group size and rule, and whether it runs the naive
     (the authors' demo) path."""
 
@@ -377,20 +377,20 @@ def use_naive_path(trainer: Any) -> None:
     trainer.settings = dc.replace(trainer.settings, shared_prompt=False, text_batch=1)
 
 
-def default_arms(k: int, rules: Sequence[str] = ("taylor-gated", "judge-gated"), naive: bool = True) -> list[Arm]:
+def default_arms(k: int, rules: Sequence[str] = ("taylor-gated", "judge-gated"), naive: bool = True) -> list[BenchArm]:
     """Frost at K (each rule), GRPO at K and at 2K, and the naive path of Frost at K with the first rule."""
-    arms = [Arm("frost", k, r) for r in rules] + [Arm("grpo", k), Arm("grpo", 2 * k)]
+    arms = [BenchArm("frost", k, r) for r in rules] + [BenchArm("grpo", k), BenchArm("grpo", 2 * k)]
     if naive:
-        arms.append(Arm("frost", k, rules[0], naive=True))
+        arms.append(BenchArm("frost", k, rules[0], naive=True))
     return arms
 
 
-def option_arms(k: int, rules: Sequence[str] = ("taylor-gated", "judge-gated"), D: int | None = None) -> list[Arm]:
+def option_arms(k: int, rules: Sequence[str] = ("taylor-gated", "judge-gated"), D: int | None = None) -> list[BenchArm]:
     """The step cost of the training options: GRPO at 2K with 1 and 2 ppo-clip updates, and each Frost rule at K
     with 1, 2 and 3 rounds (D fixed by the caller's `frost.D`) and with 2 ppo-clip updates."""
-    arms = [Arm("grpo", 2 * k), Arm("grpo", 2 * k, epochs=2)]
+    arms = [BenchArm("grpo", 2 * k), BenchArm("grpo", 2 * k, epochs=2)]
     for rule in rules:
-        arms += [Arm("frost", k, rule, rounds=r) for r in (1, 2, 3)] + [Arm("frost", k, rule, epochs=2)]
+        arms += [BenchArm("frost", k, rule, rounds=r) for r in (1, 2, 3)] + [BenchArm("frost", k, rule, epochs=2)]
     return arms
 
 
@@ -401,7 +401,7 @@ def bench_training(
     L: int = 8,
     batch_size: int = 4,
     steps: int = 5,
-    arms: Sequence[Arm] | None = None,
+    arms: Sequence[BenchArm] | None = None,
     device: str = "auto",
     dtype: str = "auto",
     base: LoadedModel | None = None,
