@@ -11,11 +11,11 @@ import sys
 import torch
 
 import frost.agreement
-import frost.run.trainer
+import frost.run.build
 from frost.cli import main
 
 if os.environ.get("RANK") == "1":
-    real_micro_batch = frost.run.trainer.auto_micro_batch
+    real_micro_batch = frost.run.build.auto_micro_batch
     real_allocate = frost.agreement._allocate
     failed: set[str] = set()
 
@@ -28,7 +28,7 @@ if os.environ.get("RANK") == "1":
             raise torch.OutOfMemoryError(f"out of memory (made by tests/uneven_ranks.py at the first {what} pass)")
         real_allocate(nbytes, device, what)
 
-    frost.run.trainer.auto_micro_batch = less_free_memory
+    frost.run.build.auto_micro_batch = less_free_memory
     frost.agreement._allocate = out_of_memory_once
 
 sys.exit(main(sys.argv[1:]))

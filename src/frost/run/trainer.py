@@ -13,13 +13,11 @@ weights with the adapter switched off: no second copy is loaded.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import random
 import shutil
 import signal
 import statistics
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,24 +26,19 @@ from typing import Any
 import torch
 
 from frost.config import Config
-from frost.decode import resolve_decode
 from frost.errors import ConfigError, FrostError
-from frost.games import GameInstance, build_game, spec_to_yaml
-from frost.judge import Judge
-from frost.losses import LossSettings
-from frost.models import LoadedModel, forbidden_token_mask, load_model, resolve_device, resolve_dtype
+from frost.games import GameInstance, spec_to_yaml
+from frost.models import LoadedModel
 from frost.moves import content_lengths
 from frost.phases import PhaseTimer
-from frost.rules import get_rule
 from frost.run import checkpoint, distributed, runlog
+from frost.run.build import build_run
 from frost.run.evaluation import score_samples, summary_of
 from frost.sampling import SampledMoves
 from frost.step import (
     Generators,
     GroupRecord,
-    GroupSettings,
     play_step,
-    shared_prefix_sampler,
     step_loss,
 )
 
@@ -114,42 +107,12 @@ class TrainingError(FrostError):
     """Training cannot go on (e.g. too many non-finite steps in a row)."""
 
 
-def auto_micro_batch(config: Config, player: Any, inst: GameInstance, device: torch.device) -> int:
-    """Texts per pass when `train.micro_batch` is 0: all B on the CPU; on a GPU the largest m <= B whose
-    `frost.run.memplan` estimate (with the model's shape, the run's K, L, D and LoRA rank, this game's prompt and judge
-    lengths) fits in 90% of the memory free now plus what the plan counts that is already allocated (base weights,
-    LoRA parameters)."""
-    t = config.train
-    if device.type != "cuda":
-        return t.batch_size
-    from frost.run.memplan import ModelShape, memory_plan
-
-    base = player.get_base_model() if hasattr(player, "get_base_model") else player
-    shape = ModelShape.from_config(base.config)
-    free = torch.cuda.mem_get_info(device)[0] * 0.9
-    dtype_bytes = torch.finfo(base.get_input_embeddings().weight.dtype).bits // 8
-    for m in range(t.batch_size, 0, -1):
-        plan = memory_plan(
-            shape, lora_rank=config.lora.rank, K=t.K, L=inst.move_length, prompt_tokens=len(inst.prompt_ids) + 16,
-            judge_tokens=inst.max_judge_length, B=t.batch_size, D=config.budget, dtype_bytes=dtype_bytes,
-            micro_batch=m, judge_batch_size=config.model.judge_batch_size, fsdp_shards=config.model.fsdp_shards,
-            static_decode=resolve_decode(config.model.decode, player, device) != "eager",
-        )  # fmt: skip
-        if plan.peak - plan.persistent["base_weights"] - plan.persistent["lora_params"] <= free:
-            return m
-    return 1
-
-
 class Trainer:
     """GRPO / Frost-GRPO on any Cross-Entropy Game. `run()` trains to `config.train.steps`."""
 
     def __init__(
         self, config: Config, *, resume: bool = False, overwrite: bool = False, base: LoadedModel | None = None
     ) -> None:
-        from peft import get_peft_model
-
-        from frost.run.data import load_split
-
         self.config = config.validate()
         t = config.train
         self.world = distributed.init_world(config.model.device, shard_size=config.model.fsdp_shards)
@@ -158,68 +121,11 @@ class Trainer:
             self._prepare_run_dir(resume, overwrite)
         distributed.barrier(self.world)
         torch.manual_seed(t.seed)
-        m = config.model
-        device = distributed.rank_device(m.device, self.world)
-        sharded = self.world.shard_size > 1
-        dtype: str | torch.dtype = m.dtype
-        if sharded:  # the whole base stays in host memory until its layers are sharded onto the device
-            device = str(resolve_device(device))
-            dtype = resolve_dtype(m.dtype, torch.device(device))
-        load_on = "cpu" if sharded else device
-        base = base or load_model(m.name, device=load_on, dtype=dtype, random_weights=m.random_weights, force=m.force)
-        self.device, self.tokenizer = (torch.device(device) if sharded else base.device), base.tokenizer
-        peft_config = checkpoint.peft_lora_config(config.lora)
-        try:
-            self.player = get_peft_model(base.model, peft_config)
-        except ValueError as exc:
-            raise ConfigError(f"lora.target_modules: {str(exc).splitlines()[0]}") from exc
-        if sharded:
-            from frost.run.fsdp import shard_frozen_base, sharded_bytes
-
-            shard_group = shard_frozen_base(self.player, self.world, self.device)
-        self.agreement = distributed.agreement(self.world, shard_group if sharded else None, self.device)
-        """How this rank agrees with the ranks that share its base on pass sizes and out-of-memory back-off."""
-        self._fsdp_bytes = sharded_bytes(self.player) if sharded else None
-        """(this rank's layer bytes, the layers' whole bytes) under FSDP, logged every step."""
-        self.player.eval()  # no dropout in sampling; LoRA dropout applies only in the loss pass
-        if config.model.judge is None:
-            self.judge = Judge(
-                self.player, batch_size=config.model.judge_batch_size, context=self.player.disable_adapter
-            )
-        else:
-            judge_lm = load_model(
-                config.model.judge, device=config.model.device, dtype=config.model.dtype, force=config.model.force
-            )
-            if judge_lm.tokenizer.get_vocab() != self.tokenizer.get_vocab():
-                raise ConfigError(
-                    f"model.judge: {config.model.judge!r} has a different tokenizer from {config.model.name!r}; "
-                    "the judge scores the player's token ids, so both must share one vocabulary"
-                )
-            self.judge = Judge(judge_lm.model, batch_size=config.model.judge_batch_size)
-        self.judge.agreement = self.agreement
-        vocab = self.player.get_input_embeddings().weight.shape[0]
-        self.forbidden = forbidden_token_mask(self.tokenizer, vocab, self.device)
-        self.game = build_game(config.game.kind, self.tokenizer, config.game.params())
-        split = load_split(config.data, self.game)
-        self.validation = split.validation[: t.val_documents]
-        self.train_set = split.train
-        if not self.train_set:
-            raise ConfigError(
-                f"data: no training documents left after {len(split.validation)} validation ones; "
-                "lower data.validation_size or use more documents"
-            )
-        rule = get_rule(config.frost.rule)
-        if t.algorithm == "frost" and "O" in rule.signals and not self.train_set[0].score_move:
-            warnings.warn(
-                f"frost.rule {rule.name}: the {self.game.name} game does not score the move, so the judge's position "
-                "term is zero; " + ("the rule equals taylor" if "T" in rule.signals else "the rule has no signal"),
-                stacklevel=2,
-            )
-        params = [p for p in self.player.parameters() if p.requires_grad]
-        o = config.optim
-        self.optimizer = torch.optim.AdamW(
-            params, lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps, weight_decay=o.weight_decay
-        )
+        run = build_run(config, self.world, base=base)
+        self.device, self.tokenizer, self.player, self.judge = run.device, run.tokenizer, run.player, run.judge
+        self.agreement, self.game, self.forbidden = run.agreement, run.game, run.forbidden
+        self.train_set, self.validation, self.optimizer = run.train_set, run.validation, run.optimizer
+        self.settings, self.sampler, self._fsdp_bytes = run.settings, run.sampler, run.fsdp_bytes
         self.cursor = DataCursor(len(self.train_set), t.seed)
         self.step = 0
         self.skipped_steps = 0
@@ -229,17 +135,6 @@ class Trainer:
         """Whether the run continues from a checkpoint (whose step's validation, when due, is already logged)."""
         self._stop_signal: int | None = None
         self._writer = self._tensorboard() if self.world.is_main else None
-        self.settings = GroupSettings(
-            algorithm=t.algorithm, K=t.K, rule=config.frost.rule, budget=config.budget, tau=config.frost.tau,
-            rank_by=config.frost.rank_by, temperature=t.temperature, beta=t.beta,
-            text_batch=self.agreement.smallest(
-                t.micro_batch or auto_micro_batch(config, self.player, self.train_set[0], self.device)
-            ),
-            rounds=config.frost.rounds,
-            loss=LossSettings(advantage=t.advantage, loss=t.loss, clip_low=t.clip_low, clip_high=t.clip_high),
-            agreement=self.agreement,
-        )  # fmt: skip
-        self.sampler = functools.partial(shared_prefix_sampler, decode=m.decode)
         if resume:
             self.load_checkpoint()
         elif self.world.is_main:
