@@ -17,7 +17,6 @@ import math
 import random
 import shutil
 import signal
-import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +28,11 @@ from frost.config import Config
 from frost.errors import ConfigError, FrostError
 from frost.games import GameInstance, spec_to_yaml
 from frost.models import LoadedModel
-from frost.moves import content_lengths
 from frost.phases import PhaseTimer
 from frost.run import checkpoint, distributed, runlog
 from frost.run.build import build_run
 from frost.run.evaluation import score_samples, summary_of
+from frost.run.metrics import StepCounts, finite_summary, group_summary, phase_metrics, step_metrics
 from frost.sampling import SampledMoves
 from frost.step import (
     Generators,
@@ -41,31 +40,6 @@ from frost.step import (
     play_step,
     step_loss,
 )
-
-PHASES = (
-    "time/sample_s",
-    "time/judge_s",
-    "time/judge_pass_s",
-    "time/select_s",
-    "time/children_s",
-    "time/loss_s",
-    "time/policy_s",
-    "time/reference_s",
-    "time/optim_s",
-)
-"""Per-step wall time by phase: sampling; judge_s = judge_pass (rewards, with the backward when the rule uses the
-gradient) + select (grid and top-D) + children (exact scoring, replacement); loss_s = policy (forward + backward of
-the loss) + reference (adapter off); optimizer."""
-
-
-def phase_metrics(timer: PhaseTimer) -> dict[str, float]:
-    """The trainer's `time/*` keys from a step's phase timer."""
-    t = timer.totals
-    out = {f"time/{name}_s": t.get(name, 0.0) for name in ("sample", "judge_pass", "select", "children", "policy")}
-    out |= {"time/reference_s": t.get("reference", 0.0), "time/optim_s": t.get("optim", 0.0)}
-    out["time/judge_s"] = out["time/judge_pass_s"] + out["time/select_s"] + out["time/children_s"]
-    out["time/loss_s"] = out["time/policy_s"] + out["time/reference_s"]
-    return {k: out[k] for k in PHASES}
 
 
 @dataclass
@@ -245,14 +219,14 @@ class Trainer:
         mine = indices[distributed.shard(len(indices), self.world)]
         groups = self.train_groups(mine, timer) if mine else []
         local = {
-            "groups": [_group_summary(g) for g in groups],
+            "groups": [group_summary(g) for g in groups],
             "judge_fwd_seqs": self.judge.forward_sequences - fwd0,
             "judge_bwd_seqs": self.judge.backward_sequences - bwd0,
         }
         gathered = distributed.gather(local, self.world, agree=_same_play)
         summaries = [g for part in gathered for g in part["groups"]]
         with timer.phase("optim"):
-            grad_norm, finite = self._optimizer_update(all(_finite_summary(g) for g in summaries))
+            grad_norm, finite = self._optimizer_update(all(finite_summary(g) for g in summaries))
         for _ in range(1, t.epochs if finite else 1):  # ppo-clip's further updates on the same groups
             self.update_loss(groups, timer)
             with timer.phase("optim"):
@@ -265,51 +239,25 @@ class Trainer:
             self.skipped_steps += 1
             self.skipped_in_a_row += 1
         self.step += 1
-        rewards = [g["rewards"] for g in summaries]
-        stds = [_pstdev(r) for r in rewards]
-        metrics: dict[str, Any] = {
-            "step": self.step,
-            "reward_mean": statistics.fmean(r for rs in rewards for r in rs),
-            "reward_std": statistics.fmean(stds),
-            "reward_best": statistics.fmean(max(r) for r in rewards),
-            "reward_parents_mean": statistics.fmean(g["parent_mean"] for g in summaries),
-            "frac_reward_zero_std": statistics.fmean(s == 0 for s in stds),
-            "kl": statistics.fmean(g["kl"] for g in summaries),
-            "entropy": statistics.fmean(g["entropy"] for g in summaries),
-            "loss": statistics.fmean(g["loss"] for g in summaries),
-            "grad_norm": float(grad_norm),
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "judge_fwd_seqs": sum(part["judge_fwd_seqs"] for part in gathered),
-            "judge_bwd_seqs": sum(part["judge_bwd_seqs"] for part in gathered),
-            "player_fwd_seqs": sum(g["player_fwd_seqs"] for g in summaries),
-            "player_bwd_seqs": sum(g["player_bwd_seqs"] for g in summaries),
-            "tokens": sum(g["tokens"] for g in summaries),
-            "move_tokens_mean": statistics.fmean(float(n) for g in summaries for n in g["lengths"]),
-        }
-        if t.algorithm == "frost":
-            keys = ("hit_rate", "mean_lift", "frac_replaced") + (("rounds",) if self.config.frost.rounds > 1 else ())
-            for key in keys:
-                vals = [g[f"frost/{key}"] for g in summaries if math.isfinite(g[f"frost/{key}"])]
-                metrics[f"frost/{key}"] = statistics.fmean(vals) if vals else float("nan")
-            rescored = sum(g.get("frost/rescored", 0) for g in summaries)
-            if rescored:  # low-precision judges: parents re-scored beside their children, counted in judge_fwd_seqs
-                metrics["frost/rescored_seqs"] = rescored
+        clip_fracs = passes = None
         if t.loss == "ppo-clip":
-            fracs = [f for part in distributed.gather([g.clip_fracs for g in groups], self.world) for f in part]
-            metrics["clip_frac"] = statistics.fmean(x for f in fracs for x in f)
-            metrics["updates"] = min(len(f) for f in fracs)
+            clip_fracs = [f for part in distributed.gather([g.clip_fracs for g in groups], self.world) for f in part]
         if t.epochs > 1:  # the player passes of the further updates, counted again from every group
-            metrics["player_fwd_seqs"] = sum(distributed.gather(sum(g.player_fwd_seqs for g in groups), self.world))
-            metrics["player_bwd_seqs"] = sum(distributed.gather(sum(g.player_bwd_seqs for g in groups), self.world))
-            metrics["tokens"] = sum(distributed.gather(sum(g.tokens for g in groups), self.world))
-        metrics["train/skipped_steps"] = self.skipped_steps
-        if self.world.active:
-            metrics["world_size"] = self.world.size
-        if self._fsdp_bytes is not None:
-            held, whole = self._fsdp_bytes
-            metrics["fsdp/shards"] = self.world.shard_size
-            metrics["fsdp/layer_bytes_per_rank"] = held
-            metrics["fsdp/layer_bytes"] = whole
+            mine_counts = (sum(g.player_fwd_seqs for g in groups), sum(g.player_bwd_seqs for g in groups),
+                           sum(g.tokens for g in groups))  # fmt: skip
+            every = distributed.gather(mine_counts, self.world)
+            passes = (sum(c[0] for c in every), sum(c[1] for c in every), sum(c[2] for c in every))
+        fsdp = None if self._fsdp_bytes is None else (self.world.shard_size, *self._fsdp_bytes)
+        counts = StepCounts(
+            judge_fwd_seqs=sum(part["judge_fwd_seqs"] for part in gathered),
+            judge_bwd_seqs=sum(part["judge_bwd_seqs"] for part in gathered),
+            grad_norm=float(grad_norm), lr=self.optimizer.param_groups[0]["lr"], skipped_steps=self.skipped_steps,
+            clip_fracs=clip_fracs, player_passes=passes, world_size=self.world.size if self.world.active else None,
+            fsdp=fsdp,
+        )  # fmt: skip
+        metrics = step_metrics(
+            self.step, summaries, counts, frost=t.algorithm == "frost", rounds=self.config.frost.rounds
+        )
         metrics["time/step_s"] = timer.clock() - start
         metrics.update(phase_metrics(timer))
         return metrics
@@ -449,19 +397,6 @@ class Trainer:
         return self.step
 
 
-def _pstdev(values: list[float]) -> float:
-    """Population standard deviation; NaN when a value is not finite (statistics.pstdev fails on NaN)."""
-    if not all(math.isfinite(v) for v in values):
-        return float("nan")
-    return statistics.pstdev(values)
-
-
-def _finite_summary(summary: dict[str, Any]) -> bool:
-    """Whether a group's rewards, loss and KL are finite."""
-    values = [*summary["rewards"], summary["loss"], summary["kl"]]
-    return all(math.isfinite(v) for v in values)
-
-
 def _same_play(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two ranks of one FSDP group played their step alike: the same judge work, move lengths and rewards
     (within 1e-2 nats: the same moves, up to kernel rounding)."""
@@ -483,19 +418,3 @@ def _same_samples(a: tuple[list[Any], list[Any]], b: tuple[list[Any], list[Any]]
     """Whether two ranks of one FSDP group sampled the same validation moves."""
     texts = [[[m["text"] for m in s["moves"]] for s in part[1]] for part in (a, b)]
     return texts[0] == texts[1]
-
-
-def _group_summary(g: GroupRecord) -> dict[str, Any]:
-    """What the step's metrics need of one group, as plain numbers (gathered from every rank)."""
-    return {
-        "rewards": g.rewards.tolist(),
-        **g.metrics(),
-        "player_fwd_seqs": g.player_fwd_seqs,
-        "player_bwd_seqs": g.player_bwd_seqs,
-        "tokens": g.tokens,
-        "lengths": _content_lengths(g.inst, g.moves),
-    }
-
-
-def _content_lengths(inst: GameInstance, moves: torch.Tensor) -> list[int]:
-    return [int(n) for n in content_lengths(inst, moves).tolist()]

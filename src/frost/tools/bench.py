@@ -429,7 +429,8 @@ def bench_training(
     from frost.config import config_from_dict
     from frost.models import load_model
     from frost.run import distributed
-    from frost.run.trainer import PHASES, Trainer
+    from frost.run.metrics import PHASES
+    from frost.run.trainer import Trainer
 
     arms = list(arms) if arms is not None else default_arms(K)
     world = distributed.init_world(device, shard_size=fsdp_shards)
