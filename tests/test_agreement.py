@@ -9,7 +9,8 @@ import torch
 import frost.agreement
 from conftest import make_instance, make_tiny_llama, random_moves
 from frost.agreement import ALONE, Agreement, fits
-from frost.judge import Judge, JudgeOutOfMemory
+from frost.judge import Judge
+from frost.judge_engine import JudgeOutOfMemory
 
 
 class Group(Agreement):
