@@ -88,7 +88,7 @@ def test_bad_sources_are_one_line_errors(tmp_path, make, message):
 def test_hub_source_offline_names_the_local_alternatives(monkeypatch):
     import frost.models
 
-    monkeypatch.setattr(frost.models, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(frost.models, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(DataError, match=r"cannot be reached; use a built-in set \(embedded, handwritten\)"):
         read_documents("cosmopedia")
 

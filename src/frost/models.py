@@ -122,7 +122,8 @@ def embedded_model_dir() -> Path:
     return target
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers within `timeout` seconds (False at once when HF_HUB_OFFLINE is set)."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
         return False
     host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or ""
@@ -154,7 +155,7 @@ def _from_pretrained(cls: Any, name: str, **kwargs: Any) -> Any:
         return cls.from_pretrained(name, local_files_only=True, **kwargs)
     except OSError:
         pass
-    if not _hub_reachable():
+    if not hub_reachable():
         raise ModelLoadError(
             f"model {name!r} is not a local folder, not in the Hugging Face cache, and the hub cannot be reached: "
             f"download it where there is network (`hf download {name}`), then copy the cache here "

@@ -70,6 +70,17 @@ def _top_admissible(scores: torch.Tensor, budget: int) -> tuple[torch.Tensor, to
     return values[order], index[order]
 
 
+def _merge_top(
+    scores: torch.Tensor, index: torch.Tensor, more_scores: torch.Tensor, more_index: torch.Tensor, budget: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The running global top-`budget` over the grid's chunks: merge a chunk's best (`more_*`, flat grid indices) into
+    the best so far; ties go to the lower grid index, whatever the chunking."""
+    merged_scores, merged_index = torch.cat([scores, more_scores]), torch.cat([index, more_index])
+    by_index = torch.argsort(merged_index)
+    values, pos = _top_admissible(merged_scores[by_index], budget)
+    return values, merged_index[by_index][pos]
+
+
 def _rule_scores(
     rule: Rule,
     taylor: TaylorResult,
@@ -191,11 +202,7 @@ def select_candidates(
                     sparse += row_rewards[rows][row_in_chunk]
                 values, pos = _top_admissible(sparse, budget)
                 flat_index = (row_in_chunk[pos] + rows.start) * vocab + token[pos]
-                merged_scores = torch.cat([best_scores, values])
-                merged_index = torch.cat([best_index, flat_index])
-                by_index = torch.argsort(merged_index)
-                values, pos = _top_admissible(merged_scores[by_index], budget)
-                best_scores, best_index = values, merged_index[by_index][pos]
+                best_scores, best_index = _merge_top(best_scores, best_index, values, flat_index, budget)
                 continue
         scores = _rule_scores(rule, taylor, flat_player, rows, generator)
         if add_reward:
@@ -212,12 +219,7 @@ def select_candidates(
         row_top = torch.topk(scores, take, dim=1)
         flat_index = (torch.arange(rows.start, rows.stop, device=device).view(-1, 1) * vocab + row_top.indices).view(-1)
         values, pos = _top_admissible(row_top.values.reshape(-1), budget)
-        flat_index = flat_index[pos]
-        merged_scores = torch.cat([best_scores, values])
-        merged_index = torch.cat([best_index, flat_index])
-        by_index = torch.argsort(merged_index)
-        values, pos = _top_admissible(merged_scores[by_index], budget)
-        best_scores, best_index = values, merged_index[by_index][pos]
+        best_scores, best_index = _merge_top(best_scores, best_index, values, flat_index[pos], budget)
     row, token = best_index // vocab, best_index % vocab
     parent, position = row // length, row % length
     if add_reward:

@@ -130,11 +130,11 @@ def _read_parquet(path: Path, field_name: str, skipped: Counter[str]) -> Iterato
 
 
 def _read_hub(name: str, field_name: str, limit: int, skipped: Counter[str]) -> Iterator[tuple[str, str]]:
-    from frost.models import _hub_reachable
+    from frost.models import hub_reachable
 
     repo, subset = HUB_SOURCES[name]
     local = ", ".join(sorted(BUILTIN_SETS))
-    if not _hub_reachable():
+    if not hub_reachable():
         raise DataError(
             f"data.source: {name!r} streams {repo} ({subset}) from the Hugging Face Hub, which cannot be reached; "
             f"use a built-in set ({local}) or a local .jsonl/.txt/.parquet file or folder"
