@@ -14,7 +14,6 @@ NOT_ALGORITHM = {"__init__", "__main__", "cli"}
 """The package's face and the command line: above everything, not part of the algorithm."""
 MAX_FUNCTION, MAX_CLASS = 100, 300
 LONGER = {
-    "cli.build_parser": "the CLI's option table, one statement per flag (issue 25: to be split per command)",
     "run/memplan.memory_plan": "the memory plan's terms, one per phase (issue 25: to be split per phase)",
     "run/memplan.plan_markdown": "the plan's Markdown tables (issue 25)",
     "tools/bench.bench_training": "the step bench's loop over arms and repeats (issue 25)",

@@ -56,7 +56,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
+    _add_threads(p)
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+
+
+def _add_no_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _add_game_args(p: argparse.ArgumentParser) -> None:
@@ -83,7 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     """The full `frost` argument parser."""
     parser = _Parser(prog="frost", description="Cross-Entropy Games and Frost-GRPO training.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _score_command(sub)
+    _infill_command(sub)
+    _rules_command(sub)
+    _diagnose_command(sub)
+    _evaluate_command(sub)
+    _train_command(sub)
+    _data_command(sub)
+    _report_command(sub)
+    _bench_command(sub)
+    _experiment_command(sub)
+    _demo_command(sub)
+    return parser
 
+
+def _score_command(sub: Any) -> None:
+    """The options of `frost score`."""
     p = sub.add_parser("score", help="reward of one move of any game, per-token log-probs, best single-token edits")
     _add_game_args(p)
     _add_pair_args(p, move=True)
@@ -93,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     _add_model_args(p)
 
+
+def _infill_command(sub: Any) -> None:
+    """The options of `frost infill`."""
     p = sub.add_parser("infill", help="the best move for one game instance: sample K moves, refine with Frost rounds")
     _add_game_args(p)
     _add_pair_args(p, move=False)
@@ -106,8 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_model_args(p)
 
+
+def _rules_command(sub: Any) -> None:
+    """The options of `frost rules`."""
     sub.add_parser("rules", help="list the selection rules")
 
+
+def _diagnose_command(sub: Any) -> None:
+    """The options of `frost diagnose`."""
     p = sub.add_parser("diagnose", help="experiments over a fixed model")
     dsub = p.add_subparsers(dest="diagnostic", required=True, parser_class=_Parser)
     d = dsub.add_parser("selection", help="the selection-rule experiment of §3.3 (Figures 1, 2, 5)")
@@ -154,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=Path("samples-report"), help="folder for samples.md and samples.json")
     _add_model_args(d)
 
+
+def _evaluate_command(sub: Any) -> None:
+    """The options of `frost evaluate`."""
     p = sub.add_parser(
         "evaluate", help="best-of-N of a run's adapter on its validation texts or its test split (a final test phase)"
     )
@@ -165,8 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="base model (default: the run's)")
     p.add_argument("--device", help="device (default: the run's)")
     p.add_argument("--dtype", help="dtype (default: the run's)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    _add_threads(p)
 
+
+def _train_command(sub: Any) -> None:
+    """The options of `frost train`."""
     p = sub.add_parser("train", help="train a player with GRPO or Frost-GRPO")
     p.add_argument("--config", type=Path, help="YAML config (configs/*.yaml); defaults for anything not set")
     p.add_argument(
@@ -191,9 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start again in a run directory that holds a run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field, e.g. train.K=8")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads(p)
+    _add_no_progress(p)
 
+
+def _data_command(sub: Any) -> None:
+    """The options of `frost data`."""
     p = sub.add_parser("data", help="documents: write the story set, inspect a source")
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     d = dsub.add_parser("synth", help="write Cosmopedia-style stories with a local instruct model (resumable)")
@@ -210,12 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_game_args(d)
     d.add_argument("--model", default="embedded", help="tokenizer to count with")
 
+
+def _report_command(sub: Any) -> None:
+    """The options of `frost report`."""
     p = sub.add_parser("report", help="figures (PNG), a final-metrics table and a self-contained HTML report")
     p.add_argument("runs", nargs="+", type=Path, help="run folders (each with config.yaml and metrics.jsonl)")
     p.add_argument("--out", type=Path, default=Path("report"), help="output folder")
     p.add_argument("--x", default="step", help="x axis: step or judge_forwards")
     p.add_argument("--smooth", type=int, default=1, help="moving-average window of Figure 4's curves")
 
+
+def _bench_command(sub: Any) -> None:
+    """The options of `frost bench`."""
     p = sub.add_parser("bench", help="per-phase timings of a training step and its parts -> BENCHMARKS.md")
     p.add_argument("--K", type=_int_list, default=[4], help="Frost group sizes of the step bench (GRPO: K and 2K)")
     p.add_argument("--L", type=_int_list, default=[8], help="move lengths of the step bench")
@@ -243,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the results as one JSON object here")
     _add_model_args(p)
 
+
+def _experiment_command(sub: Any) -> None:
+    """The options of `frost experiment`."""
     p = sub.add_parser(
         "experiment",
         help="arms x seeds of training runs from an experiment file, resumable, with statistics, then the diagnostics "
@@ -262,17 +312,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the summary's tables into this Markdown file, between <!-- frost-experiment:NAME --> markers "
         "(NAME: the out folder's name; the block is appended when missing, text outside it is kept)",
     )
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads(p)
+    _add_no_progress(p)
 
+
+def _demo_command(sub: Any) -> None:
+    """The options of `frost demo`."""
     p = sub.add_parser("demo", help="the main job: Frost-GRPO vs GRPO at matched judge forwards on the embedded model")
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds; each runs all three arms")
     p.add_argument("--steps", type=int, help="override the configs' training steps")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for runs, comparison and figure")
     p.add_argument("--skip-score", action="store_true", help="skip the opening `frost score` example")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return parser
+    _add_threads(p)
+    _add_no_progress(p)
 
 
 def _setup_torch(args: argparse.Namespace) -> None:
