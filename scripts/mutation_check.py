@@ -75,7 +75,7 @@ MUTATIONS = [
     },
     {
         "name": "prefix-cache column",
-        "file": "src/frost/judge.py",
+        "file": "src/frost/judge_engine.py",
         "old": "index = (keep - starts.view(-1, 1) + first - 1)",
         "new": "index = (keep - starts.view(-1, 1) + first)",
         "what": "the judge's logits read one column off when moves run from the prefix KV cache",
@@ -83,7 +83,7 @@ MUTATIONS = [
     },
     {
         "name": "left-padding position ids",
-        "file": "src/frost/sampling.py",
+        "file": "src/frost/padding.py",
         "old": "return cls(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), lengths)",
         "new": "return cls(ids, mask, torch.arange(ids.shape[1]).expand_as(ids), lengths)",
         "what": "left-padded prompts numbered from the padding instead of from their first real token",
@@ -146,7 +146,8 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
     print("\n| mutation | what changes | caught by |\n| --- | --- | --- |")
     for row in rows:
-        print(f"| {row['name']} | {row['what']} | {row['failing_test'] or 'NOT CAUGHT'} |")
+        verdict = ("FAILED" if row["caught"] else "passed") if row["name"] == "control" else row["failing_test"]
+        print(f"| {row['name']} | {row['what']} | {verdict or 'NOT CAUGHT'} |")
 
 
 if __name__ == "__main__":
