@@ -34,6 +34,6 @@ for game in infilling title; do
         continue
     fi
     (cd "$DIR" && PYTHONPATH="$DIR/src" nohup "$VENV/bin/python" -m frost experiment "experiments/evidence2-$game.yaml" \
-        --threads 1 --no-progress >> "worker-$game.log" 2>&1 &)
+        --threads 1 --no-progress >> "worker-$game.log" 2>&1 < /dev/null &) > /dev/null 2>&1 < /dev/null
     echo "$game: worker started (log $DIR/worker-$game.log)"
 done

@@ -176,6 +176,10 @@ CASES: list[tuple[str, list[str], str]] = [
     ("experiment: a test block without baselines", ["experiment", "{no-baselines.yaml}"], "experiment.test"),
     ("diagnose rounds: 0 rounds", ["diagnose", "rounds", "--rounds", "0"], "--rounds"),
     ("diagnose rounds: unknown rule", ["diagnose", "rounds", "--rules", "best"], "frost.rule"),
+    ("export: a folder that holds files", ["export", "{tiny-run}", "--out", "{not-a-model}"], "--out"),
+    ("export: a folder that is not a run", ["export", "{empty-run}", "--out", "o"], "neither a run folder"),
+    ("infill: a checkpoint that is not there", ["infill", *PAIR, "--checkpoint", "nowhere"], "nowhere"),
+    ("score: a rule that does not estimate rewards", ["score", *PAIR, "--move", " hi", "--rule", "topprob"], "--rule"),
     ("bench: negative --frost-D", ["bench", "--only", "options", "--frost-D", "-1"], "--frost-D"),
     (
         "train: a model too big for this machine's memory",

@@ -142,7 +142,7 @@ def test_training_with_the_static_decode_equals_eager(tmp_path):
     eager, static = run("eager"), run("static")
     assert len(eager) == len(static) >= 3
     for a, b in zip(eager, static, strict=True):
-        for key in ("reward_mean", "loss", "kl", "val/best_of_2"):
+        for key in ("reward", "loss", "kl", "val/best_of_2"):
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-5), key
 

@@ -51,14 +51,14 @@ def train(run_dir: Path, steps: int, ranks: int, *extra: str, timeout: float = 3
 def adapter(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return load_file(str(run_dir / "checkpoints" / f"step-{step:07d}" / "adapter.safetensors"))
+    return load_file(str(run_dir / "checkpoints" / f"step-{step:07d}" / "adapter_model.safetensors"))
 
 
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-SAME = ("reward_mean", "reward_best", "reward_parents_mean", "kl", "loss", "entropy", "frost/frac_replaced",
+SAME = ("reward", "reward_best", "reward_parents_mean", "kl", "loss", "entropy", "frost/frac_replaced",
         "grad_norm")  # fmt: skip
 """Metrics a multi-rank run must share with one rank. grad_norm: the gradient summed over the ranks before the
 optimizer step; AdamW's first update is lr * sign(g), blind to a uniform gradient scale (a wrong shard or world-size
@@ -93,13 +93,13 @@ def test_two_ranks_equal_one_rank_and_resume_on_one_rank(one_rank, tmp_path):
     train(two, 2, 2)
     assert_same_weights(adapter(two, 2), adapter(one_rank, 2))
     rows_two, rows_one = metrics(two), metrics(one_rank)
-    train_two = [m for m in rows_two if "reward_mean" in m]
-    train_one = [m for m in rows_one if "reward_mean" in m][:2]
+    train_two = [m for m in rows_two if "reward" in m]
+    train_one = [m for m in rows_one if "reward" in m][:2]
     assert [m["step"] for m in train_two] == [1, 2] and all(m["world_size"] == 2 for m in train_two)
     for a, b in zip(train_two, train_one, strict=True):
         for key in SAME:
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-4), key
-        for key in ("judge_fwd_seqs", "judge_bwd_seqs", "player_fwd_seqs", "tokens", "move_tokens_mean"):
+        for key in ("judge_fwd_seqs", "judge_bwd_seqs", "player_fwd_seqs", "tokens", "completions/mean_length"):
             assert a[key] == b[key], key
     val_two = [m for m in rows_two if "val/reward_mean" in m]
     val_one = [m for m in rows_one if "val/reward_mean" in m][:3]
@@ -111,7 +111,7 @@ def test_two_ranks_equal_one_rank_and_resume_on_one_rank(one_rank, tmp_path):
     # the 2-rank checkpoint resumes on one rank to the uninterrupted run's weights
     train(two, 3, 1, "--resume")
     assert_same_weights(adapter(two, 3), adapter(one_rank, 3))
-    assert [m["step"] for m in metrics(two) if "reward_mean" in m] == [1, 2, 3]
+    assert [m["step"] for m in metrics(two) if "reward" in m] == [1, 2, 3]
 
 
 def _children(pid: int) -> list[int]:
@@ -149,7 +149,7 @@ def test_a_killed_rank_ends_the_job_instead_of_hanging(tmp_path):
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:  # wait until training runs
             log = run / "metrics.jsonl"
-            if log.is_file() and '"reward_mean"' in log.read_text():
+            if log.is_file() and '"reward"' in log.read_text():
                 break
             assert proc.poll() is None, proc.communicate()[1][-2000:]
             time.sleep(0.5)
@@ -202,6 +202,6 @@ def test_accelerate_launch_runs_the_same_job(one_rank, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [m for m in metrics(run) if "reward_mean" in m]
+    rows = [m for m in metrics(run) if "reward" in m]
     assert [m["world_size"] for m in rows] == [2, 2]
     assert_same_weights(adapter(run, 2), adapter(one_rank, 2))

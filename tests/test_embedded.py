@@ -26,7 +26,7 @@ MOVE = " there lived a curious kiwi named Kiki"
 def test_score_json_agrees_with_an_independent_implementation(embedded, capsys):
     assert main(["score", "--begin", BEGIN, "--end", END, "--move", MOVE, "--top", "10", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"reward", "mode", "sign", "judge_ids", "move_ids", "tokens", "edits"}
+    assert set(out) == {"reward", "rule", "sign", "judge_ids", "move_ids", "tokens", "edits"}
     model, tok = embedded.model, embedded.tokenizer
     # the judge reads <|endoftext|> (the document-start token), x, y, z; y and z are scored
     x = [0, *encode_plain(tok, BEGIN)]
@@ -76,12 +76,19 @@ def test_score_json_agrees_with_an_independent_implementation(embedded, capsys):
         assert e["token"] == tok.decode([e["token_id"]])
 
 
-def test_full_mode_edits_rank_by_full_score(capsys):
-    assert (
-        main(["score", "--begin", BEGIN, "--end", END, "--move", MOVE, "--top", "5", "--mode", "full", "--json"]) == 0
-    )
-    out = json.loads(capsys.readouterr().out)
-    assert out["mode"] == "full" and len(out["edits"]) == 5
+def test_edits_rank_by_the_rule_given_and_the_older_mode_name_still_works(capsys):
+    outs = {}
+    for flags in (["--rule", "full"], ["--mode", "full"], ["--rule", "taylor"], ["--mode", "first-order"]):
+        assert main(["score", "--begin", BEGIN, "--end", END, "--move", MOVE, "--top", "5", *flags, "--json"]) == 0
+        outs[" ".join(flags)] = json.loads(capsys.readouterr().out)
+    assert outs["--rule full"] == outs["--mode full"] and outs["--rule taylor"] == outs["--mode first-order"]
+    full, taylor = outs["--rule full"], outs["--rule taylor"]
+    assert (full["rule"], taylor["rule"]) == ("full", "taylor") and len(full["edits"]) == 5
+    approx = [e["approx"] for e in full["edits"]]
+    assert approx == sorted(approx, reverse=True)
+    assert [(e["position"], e["token_id"]) for e in full["edits"]] != [
+        (e["position"], e["token_id"]) for e in taylor["edits"]
+    ]  # the judge's exact position term changes the ranking
 
 
 def test_embedded_sampling_gives_exactly_l_ordinary_tokens(embedded):

@@ -93,7 +93,7 @@ def test_a_resumed_run_drops_adapters_kept_past_its_checkpoint(tmp_path, embedde
     )
     stale = run / "adapters" / "step-0000003"
     stale.mkdir()
-    (stale / "adapter.safetensors").write_bytes(b"from a run killed after step 3")
+    (stale / "adapter_model.safetensors").write_bytes(b"from a run killed after step 3")
     Trainer(split_config(run, steps=2, val_every=1), resume=True, base=tiny_base(embedded_tokenizer))
     assert not stale.exists() and (run / "adapters" / "step-0000002").is_dir()
 

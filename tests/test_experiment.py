@@ -209,7 +209,7 @@ def _fake_run(run_dir: Path, fwd_per_step: int, best: dict[int, list[float]]) ->
     """A run folder with 4 training steps of `fwd_per_step` judge forwards, validated at steps 0, 2 and 4 on two
     texts whose best rewards are `best[step]`."""
     run_dir.mkdir(parents=True)
-    rows = [{"step": s, "reward_mean": 0.0, "judge_fwd_seqs": fwd_per_step, "time/step_s": 1.0} for s in (1, 2, 3, 4)]
+    rows = [{"step": s, "reward": 0.0, "judge_fwd_seqs": fwd_per_step, "time/step_s": 1.0} for s in (1, 2, 3, 4)]
     val = {"val/reward_mean": 0.0, "val/token_entropy": 0.1, "val/score_var": 0.0, "val/frac_zero_var": 0.0}
     rows += [{"step": s, **val, "val/best_of_2": max(b)} for s, b in best.items()]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -435,7 +435,9 @@ def test_final_diagnostics_skip_what_another_worker_holds_and_a_failure_is_one_l
     assert is_done(tmp_path / "final" / "selection" / "a", args)
     assert [n["status"] for n in notes] == ["start", "done"]
     bad = [*args[:8], "--rules", "nope", *args[10:]]
-    with pytest.raises(FrostError, match=r"final\.selection b failed \(exit 2\): frost diagnose: error: .*nope"):
+    with pytest.raises(
+        FrostError, match=r"final\.selection b failed \(exit 2\): frost diagnose selection: error: .*nope"
+    ):
         run_diagnostics(tmp_path, [(Path("selection/b"), bad)], notes.append, threads=1)
     assert not is_done(tmp_path / "final" / "selection" / "b", bad)
 

@@ -126,13 +126,13 @@ def test_chunked_selection_equals_unchunked(pool, rule, fraction, monkeypatch):
 @pytest.mark.parametrize("rank_by", ["reward", "lift"])
 def test_approx_is_the_taylor_estimate(pool, rank_by):
     _, taylor, prior = pool
-    for rule, mode in (("taylor", "first-order"), ("full", "full")):
-        cands = select_candidates(rule, taylor, prior, 10, forbidden=FORBIDDEN, rank_by=rank_by)
-        grid = taylor.approx(mode)
+    for rule in ("taylor", "full", "judge-gated"):
+        cands = select_candidates(rule, taylor, prior, 10, tau=1e-9, forbidden=FORBIDDEN, rank_by=rank_by)
+        grid = taylor.approx(rule)
         assert torch.allclose(cands.approx, grid[cands.parent, cands.position, cands.token], atol=1e-4)
     # the paper's ranking takes the D largest a(k, j, v) of the whole grid
     top = select_candidates("taylor", taylor, prior, 10, forbidden=FORBIDDEN, rank_by="reward")
-    grid = taylor.approx("first-order").clone()
+    grid = taylor.approx("taylor").clone()
     grid.scatter_(-1, taylor.moves[..., None], -math.inf)
     grid[..., FORBIDDEN] = -math.inf
     assert torch.allclose(top.approx, torch.sort(grid.view(-1), descending=True).values[:10], atol=1e-4)

@@ -37,8 +37,8 @@ def one_rank(tmp_path_factory) -> Path:
 
 def assert_same_run(run: Path, reference: Path, steps: int) -> None:
     assert_same_weights(adapter(run, steps), adapter(reference, steps))
-    got = [m for m in metrics(run) if "reward_mean" in m]
-    want = [m for m in metrics(reference) if "reward_mean" in m][:steps]
+    got = [m for m in metrics(run) if "reward" in m]
+    want = [m for m in metrics(reference) if "reward" in m][:steps]
     assert [m["step"] for m in got] == list(range(1, steps + 1))
     for a, b in zip(got, want, strict=True):
         for key in SAME:
@@ -55,7 +55,7 @@ def test_two_ranks_sharing_one_base_equal_one_rank_and_resume_unsharded(one_rank
     run = tmp_path / "sharded"
     train(run, 2, 2, *FROST, *SHARDED)
     assert_same_run(run, one_rank, 2)
-    last = [m for m in metrics(run) if "reward_mean" in m][-1]
+    last = [m for m in metrics(run) if "reward" in m][-1]
     assert last["fsdp/shards"] == 2 and last["world_size"] == 2
     assert last["fsdp/layer_bytes_per_rank"] * 2 == last["fsdp/layer_bytes"] > 0  # half of every layer per rank
     shape = ModelShape.from_config(SHAPES["qwen3-tiny"])  # the memory plan counts the same layer weights
@@ -69,7 +69,7 @@ def test_an_unsharded_checkpoint_resumes_on_a_sharded_group(one_rank, tmp_path):
     train(run, 2, 1, *FROST)
     train(run, 3, 2, *FROST, *SHARDED, "--resume")
     assert_same_weights(adapter(run, 3), adapter(one_rank, 3))
-    assert [m["step"] for m in metrics(run) if "reward_mean" in m] == [1, 2, 3]
+    assert [m["step"] for m in metrics(run) if "reward" in m] == [1, 2, 3]
 
 
 def test_two_groups_of_two_ranks_equal_one_rank(one_rank, tmp_path):

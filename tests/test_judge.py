@@ -86,7 +86,7 @@ def test_taylor_grid_equals_one_hot_gradient(tiny_model64, instance):
     """Independent path: gradient of R with respect to one-hot inputs (the paper's Eq. 1 formulation)."""
     moves = random_moves(2, instance.move_length, seed=9)
     taylor = Judge(tiny_model64).taylor(instance, moves)
-    grid = taylor.approx("first-order")
+    grid = taylor.approx("taylor")
     emb = tiny_model64.get_input_embeddings().weight
     vocab = emb.shape[0]
     for k in range(2):
@@ -105,8 +105,8 @@ def test_taylor_grid_equals_one_hot_gradient(tiny_model64, instance):
 def test_taylor_score_of_the_parent_token_is_the_parent_reward(tiny_model, instance):
     moves = random_moves(3, instance.move_length)
     taylor = Judge(tiny_model).taylor(instance, moves)
-    for mode in ("first-order", "full"):
-        grid = taylor.approx(mode)
+    for rule in ("taylor", "first-order", "full", "judge-gated"):  # first-order: the older name of taylor
+        grid = taylor.approx(rule)
         parent_scores = grid.gather(-1, moves.unsqueeze(-1)).squeeze(-1)
         assert torch.equal(parent_scores, taylor.rewards.view(-1, 1).expand_as(parent_scores))
 
@@ -116,7 +116,7 @@ def test_full_mode_adds_the_exact_position_term(tiny_model, instance):
     moves = random_moves(2, instance.move_length)
     judge = Judge(tiny_model)
     taylor = judge.taylor(instance, moves)
-    diff = taylor.approx("full") - taylor.approx("first-order")
+    diff = taylor.approx("full") - taylor.approx("taylor")
     for k, j, v in [(0, 0, 5), (1, 2, 40), (1, 3, 96)]:
         child = moves[k].clone()
         child[j] = v

@@ -57,7 +57,7 @@ def without_times(records: list[dict]) -> list[dict]:
 
 
 def final_adapter(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(checkpoint.latest_checkpoint(run_dir) / "adapter.safetensors"))
+    return load_file(str(checkpoint.adapter_file(checkpoint.latest_checkpoint(run_dir))))
 
 
 def test_a_run_killed_20_times_anywhere_resumes_to_the_uninterrupted_result(tmp_path):

@@ -32,7 +32,7 @@ def test_experiment_summary_goes_into_a_markdown_block(tmp_path, capsys):
     run = out / "runs" / "a-seed0"
     run.mkdir(parents=True)
     val = {"val/reward_mean": -3.0, "val/token_entropy": 0.1, "val/score_var": 0.0, "val/frac_zero_var": 0.0}
-    rows = [{"step": 1, "reward_mean": -3.0, "judge_fwd_seqs": 4, "time/step_s": 1.0}, {"step": 1, **val}]
+    rows = [{"step": 1, "reward": -3.0, "judge_fwd_seqs": 4, "time/step_s": 1.0}, {"step": 1, **val}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = tmp_path / "experiment.yaml"
     spec.write_text(f"out: {out}\nseeds: [0]\narms:\n  a: {{}}\n")

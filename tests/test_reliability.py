@@ -75,7 +75,7 @@ def test_nan_from_the_judge_stops_the_run_after_max_skipped_steps(tmp_path, embe
     # the checkpoints of the skipped steps hold the adapter of step 2: nothing non-finite reached them
     from safetensors.torch import load_file
 
-    latest = load_file(str(checkpoint.resolve_checkpoint(tmp_path)[1] / "adapter.safetensors"))
+    latest = load_file(str(checkpoint.resolve_checkpoint(tmp_path)[1] / "adapter_model.safetensors"))
     assert all(bool(torch.isfinite(v).all()) for v in latest.values())
     by_suffix = {n.split("base_model.model.")[-1].replace(".default", ""): v for n, v in saved.items()}
     assert all(torch.equal(v, by_suffix[k.split("base_model.model.")[-1]]) for k, v in latest.items())
@@ -104,7 +104,7 @@ def test_a_second_signal_stops_at_once_and_the_last_checkpoint_loads(tmp_path):
             proc.kill()
             proc.communicate()
     _, path = checkpoint.resolve_checkpoint(run)
-    assert (path / "adapter.safetensors").is_file() and (path / "state.json").is_file()
+    assert (path / "adapter_model.safetensors").is_file() and (path / "state.json").is_file()
     assert path.name.startswith("step-")
 
 

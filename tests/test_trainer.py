@@ -80,7 +80,7 @@ def test_frost_step_feeds_the_post_replacement_group_to_the_loss(tmp_path, embed
         assert torch.all(record.rewards[replaced] > record.parent_rewards[replaced])
         assert torch.all(record.rewards >= record.parent_rewards)
     metrics = read_metrics(tmp_path)
-    assert all(m["reward_mean"] >= m["reward_parents_mean"] - 1e-6 for m in metrics)
+    assert all(m["reward"] >= m["reward_parents_mean"] - 1e-6 for m in metrics)
     assert all(m["judge_fwd_seqs"] >= 2 * 3 and m["judge_bwd_seqs"] == 2 * 3 for m in metrics)
 
 
@@ -135,8 +135,8 @@ def test_run_directory_outputs(tmp_path, embedded_tokenizer):
     val = [m for m in metrics if "val/reward_mean" in m]
     assert [m["step"] for m in train] == [1, 2, 3, 4] and [m["step"] for m in val] == [0, 2, 4]
     for key in (
-        "reward_mean", "reward_std", "reward_best", "frac_reward_zero_std", "kl", "entropy", "frost/frac_replaced",
-        "frost/hit_rate", "frost/mean_lift", "loss", "grad_norm", "lr", "judge_fwd_seqs", "judge_bwd_seqs",
+        "reward", "reward_std", "reward_best", "frac_reward_zero_std", "kl", "entropy", "frost/frac_replaced",
+        "frost/hit_rate", "frost/mean_lift", "loss", "grad_norm", "learning_rate", "judge_fwd_seqs", "judge_bwd_seqs",
         "time/step_s", "time/sample_s", "time/judge_s", "time/loss_s", "time/optim_s",
     ):  # fmt: skip
         assert key in train[0], key
@@ -147,7 +147,7 @@ def test_run_directory_outputs(tmp_path, embedded_tokenizer):
     assert len(samples) == 3 * 2 and all(len(s["moves"]) == 2 for s in samples)
     checkpoints = tmp_path / "checkpoints"
     assert (checkpoints / "latest").read_text().strip() == "step-0000004"
-    for name in ("adapter.safetensors", "optimizer.pt", "rng.pt", "state.json"):
+    for name in ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "rng.pt", "state.json"):
         assert (checkpoints / "step-0000004" / name).is_file()
     assert list((tmp_path / "tensorboard").glob("events.*"))
 

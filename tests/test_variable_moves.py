@@ -56,7 +56,7 @@ def test_grid_never_touches_slots_after_the_stop_and_own_term_is_exact(tiny_mode
     assert torch.equal(content_lengths(inst, children), lengths[cands.parent])
     assert not bool(masks.content[cands.token].any())
     # the full-minus-first-order difference is the exact change of the judge's own log-probability of the token
-    diff = taylor.approx("full") - taylor.approx("first-order")
+    diff = taylor.approx("full") - taylor.approx("taylor")
     first = Judge.first_target(inst)
     for k, j, v in [(0, 1, 40), (1, 3, 60), (2, 0, 70)]:
         child = rows[k].clone()
@@ -151,9 +151,9 @@ def test_every_builtin_game_trains_a_step(tmp_path, embedded_tokenizer, game):
         trainer = Trainer(config, base=base)
     trainer.run(progress=False)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    step = next(r for r in records if "reward_mean" in r)
-    assert step["reward_mean"] >= step["reward_parents_mean"] - 1e-6
-    assert 1 <= step["move_tokens_mean"] <= params["move_length"]
+    step = next(r for r in records if "reward" in r)
+    assert step["reward"] >= step["reward_parents_mean"] - 1e-6
+    assert 1 <= step["completions/mean_length"] <= params["move_length"]
     assert (tmp_path / "game.yaml").is_file() and (tmp_path / "checkpoints" / "latest").is_file()
 
 

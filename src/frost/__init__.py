@@ -1,6 +1,8 @@
 """Frost: Cross-Entropy Games and Frost-GRPO training.
 
-The names below are imported on first use, so `import frost.config` (or `frost.games`) does not load torch.
+The one-call face: `frost.improve(document, game=...)` (the best move for one game instance: sample, Frost rounds,
+the best move with its exact reward) and `frost.train(config, overrides)` (a whole run). The names below are
+imported on first use, so `import frost.config` (or `frost.games`) does not load torch.
 """
 
 from __future__ import annotations
@@ -9,6 +11,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "improve": "frost.analysis.infill",
+    "Improved": "frost.analysis.infill",
+    "train": "frost.run.api",
+    "RunResult": "frost.run.api",
     "RULES": "frost.rules",
     "ConfigError": "frost.errors",
     "FrostError": "frost.errors",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -22,6 +23,8 @@ ADVANTAGES = ("mean", "std", "rloo", "passk")
 LOSSES = ("reinforce", "ppo-clip")
 """The policy term: the paper's REINFORCE surrogate, or the clipped importance ratio of PPO / GRPO / DAPO
 (`frost.losses.grpo_loss`)."""
+REPORT_TO = ("jsonl", "tensorboard", "wandb", "trackio")
+"""Where a run's metrics may go (`train.report_to`; `frost.run.reporting`)."""
 DECODE_MODES = ("auto", "eager", "static", "graphs")
 """How sampling decodes (`frost.decode`)."""
 
@@ -179,6 +182,11 @@ class TrainConfig:
     """Stop with an error after this many steps in a row whose loss, gradient, rewards or KL were not finite (each
     such step is skipped: no optimizer step, adapter and AdamW state untouched)."""
     run_dir: str = "runs/default"
+    report_to: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
+    """Where metrics go, any of: jsonl (RUN/metrics.jsonl, always written: resume, `frost report` and `frost
+    experiment` read it), tensorboard (RUN/tensorboard, when TensorBoard is installed), wandb and trackio (optional
+    extras `frost-training[wandb]` / `[trackio]`, imported only when listed; project: $WANDB_PROJECT /
+    $TRACKIO_PROJECT, else `frost`; run name: the run folder's name). Validation moves go to a table there."""
 
 
 @dataclass
@@ -264,6 +272,8 @@ class Config:
         if not (math.isfinite(t.temperature) and t.temperature > 0):
             raise ConfigError(f"train.temperature must be a finite number > 0, got {t.temperature}")
         _check_loss(t)
+        if not isinstance(t.report_to, list) or any(r not in REPORT_TO for r in t.report_to):
+            raise ConfigError(f"train.report_to must be a list of {', '.join(REPORT_TO)}; got {t.report_to!r}")
         if not g.kind:
             raise ConfigError("game.kind is missing: a built-in game (infilling, reverse, title, ...) or a game file")
         resolve_spec(g.kind, g.params())
@@ -375,11 +385,17 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     return config.validate()
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None, *, game: str | None = None) -> Config:
-    """Read a YAML file (or the defaults), apply `key.sub=value` overrides, validate. `game` (a built-in game or a
-    game file) replaces the file's game section, keeping only its `move_length`: the other fields belong to the
-    file's game (e.g. infilling's begin_tokens) and would not apply to another."""
-    values: dict[str, Any] = {}
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    *,
+    game: str | None = None,
+    sections: dict[str, Any] | None = None,
+) -> Config:
+    """Read a YAML file (or start from `sections`, or the defaults), apply `key.sub=value` overrides, validate.
+    `game` (a built-in game or a game file) replaces the file's game section, keeping only its `move_length`: the
+    other fields belong to the file's game (e.g. infilling's begin_tokens) and would not apply to another."""
+    values: dict[str, Any] = copy.deepcopy(sections) if sections is not None else {}
     if path is not None:
         p = Path(path)
         values = read_yaml_file(p, "--config", missing=f"--config: {p} does not exist") or {}

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
@@ -33,17 +32,7 @@ from frost.judge_engine import Item, JudgeEngine
 from frost.judge_engine import JudgeOutOfMemory as JudgeOutOfMemory  # raised by the judge's passes
 from frost.models import no_grad
 from frost.moves import content_mask
-
-TaylorMode = Literal["first-order", "full"]
-TAYLOR_MODES: tuple[str, ...] = ("first-order", "full")
-
-
-def check_mode(mode: str) -> TaylorMode:
-    """Validate a Taylor mode name."""
-    if mode not in TAYLOR_MODES:
-        raise ConfigError(f"mode must be one of {', '.join(TAYLOR_MODES)}; got {mode!r}")
-    return mode  # type: ignore[return-value]
-
+from frost.rules import estimating_rule
 
 GRID_CHUNK_BYTES = 64 * 2**20
 """At most this many bytes of float32 embedding rows are made at once for the Taylor grid (low-precision judges)."""
@@ -192,14 +181,15 @@ class TaylorResult:
         """O over flattened (k, j) rows: [R, V], a fresh tensor; zero when the move is not scored."""
         return own_term(self.rows_judge_logprobs(rows), self.moves.reshape(-1)[rows])
 
-    def approx(self, mode: str = "first-order") -> torch.Tensor:
-        """a(k, j, v) for every parent, position and token: [K, L, V] (materialises the whole grid; rows of slots
-        without content are -inf)."""
-        check_mode(mode)
+    def approx(self, rule: str = "taylor") -> torch.Tensor:
+        """a(k, j, v) = R(y_k) + the rule's reward signals (T, and O for `full`; `judge-gated`: O alone) for every
+        parent, position and token: [K, L, V] (materialises the whole grid; rows of slots without content are -inf).
+        `rule`: a rule that estimates rewards (`frost.rules.estimating_rule`; the paper's is `taylor`)."""
+        signals = estimating_rule(rule).signals
         k, length, v = self.shape
         rows = torch.arange(k * length, device=self.moves.device)
-        grid = self.rows_gradient_term(rows)
-        if mode == "full":
+        grid = self.rows_gradient_term(rows) if "T" in signals else torch.zeros(k * length, v, device=self.moves.device)
+        if "O" in signals:
             grid = grid + self.rows_own_term(rows)
         grid = grid.view(k, length, v) + self.rewards.view(k, 1, 1)
         return grid.masked_fill(~self.valid.unsqueeze(-1), float("-inf"))

@@ -42,6 +42,19 @@ RULES: dict[str, Rule] = {
     )
 }
 PAPER_RULES = ("random", "topprob", "taylor", "taylor-gated")
+OLDER_NAMES = {"first-order": "taylor"}
+"""Names of earlier releases that still work: `frost score --mode first-order` and `TaylorResult.approx("first-order")`
+meant the rule `taylor` (and `--mode full` the rule `full`)."""
+
+
+def estimating_rule(name: str) -> Rule:
+    """A rule whose score is an estimate of the child's reward (T and/or O: taylor, full, judge-gated and their gated
+    forms), by name or older name."""
+    rule = get_rule(OLDER_NAMES.get(name, name))
+    if not rule.estimates_reward:
+        estimating = ", ".join(r.name for r in RULES.values() if r.estimates_reward)
+        raise ConfigError(f"rule {name!r} does not estimate rewards; use one of {estimating}")
+    return rule
 
 
 def get_rule(name: str) -> Rule:

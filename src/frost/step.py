@@ -13,6 +13,7 @@ list of one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +36,9 @@ Generators = torch.Generator | Sequence[torch.Generator] | None
 """One random generator for all texts, or one per text (a text's draws then depend on nothing else)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class GroupSettings:
-    """What one group needs to know (from the run's config)."""
+    """What one group needs to know (from the run's config); built once per run, never changed while it runs."""
 
     algorithm: str = "frost"
     """grpo or frost."""
@@ -58,8 +59,8 @@ class GroupSettings:
     shared_prompt: bool = True
     """Encode the prompt once for the group in the loss (False: K full sequences, the naive path)."""
     text_batch: int = 0
-    """Texts run together in each phase (0: all the texts of the step; 1: one at a time); `step_loss` lowers it
-    for good when the loss runs out of memory."""
+    """Texts run together in each phase (0: all the texts of the step; 1: one at a time); when the loss runs out of
+    memory, `step_loss` tells its caller the smaller size (`on_backoff`), which the trainer keeps for good."""
     rounds: int = 1
     """Frost proposal+replacement rounds per step; each later round proposes again on the replaced group."""
     loss: LossSettings = field(default_factory=LossSettings)
@@ -150,30 +151,35 @@ class GroupRecord:
     tokens: int = 0
     """Tokens through the player and the judge (padding excluded)."""
 
-    def metrics(self) -> dict[str, float]:
-        """Scalars of this group (Frost's under `frost/`)."""
-        out = {"parent_mean": float(self.parent_rewards.mean())}
-        if self.frost is not None:
-            out |= pooled_round_metrics(self.frost_rounds)
-        if self.loss is not None:
-            out |= {"loss": float(self.loss.loss.detach()), "kl": self.loss.kl, "entropy": self.loss.entropy}
-        return out
+
+@dataclass(frozen=True)
+class RoundStats:
+    """Frost's statistics over the rounds of one text."""
+
+    hit_rate: float
+    """Children strictly better than their parent, over every round's children (NaN with no child)."""
+    mean_lift: float
+    """Mean improvement of those children over their parents (NaN with no hit)."""
+    frac_replaced: float
+    """Fraction of the sampled moves replaced in any round."""
+    rounds: int
+    """Rounds run (a round that replaced nothing ends a deterministic rule's rounds early)."""
+    rescored: int
+    """Parents re-scored beside their children (`frost.proposal.replace_many`'s `same_path`), in judge sequences."""
 
 
-def pooled_round_metrics(rounds: Sequence[FrostRecord]) -> dict[str, float]:
-    """Frost's metrics over several rounds of one text: the hit rate and mean lift pooled over every round's
-    children, the fraction of the sampled moves replaced in any round, the rounds run, and the parents re-scored
-    beside their children (`frost.proposal.replace_many`'s `same_path`), in judge sequences."""
+def pooled_rounds(rounds: Sequence[FrostRecord]) -> RoundStats:
+    """Frost's statistics over several rounds of one text, pooled over every round's children."""
     hits = torch.cat([r.hits for r in rounds])
     lifts = torch.cat([r.child_rewards - r.parent_rewards[r.candidates.parent] for r in rounds])
     replaced = torch.stack([r.chosen >= 0 for r in rounds]).any(0)
-    return {
-        "frost/hit_rate": float(hits.float().mean()) if len(hits) else float("nan"),
-        "frost/mean_lift": float(lifts[hits].mean()) if bool(hits.any()) else float("nan"),
-        "frost/frac_replaced": float(replaced.float().mean()),
-        "frost/rounds": float(len(rounds)),
-        "frost/rescored": float(sum(r.rescored for r in rounds)),
-    }
+    return RoundStats(
+        hit_rate=float(hits.float().mean()) if len(hits) else float("nan"),
+        mean_lift=float(lifts[hits].mean()) if bool(hits.any()) else float("nan"),
+        frac_replaced=float(replaced.float().mean()),
+        rounds=len(rounds),
+        rescored=sum(r.rescored for r in rounds),
+    )
 
 
 def frost_rounds(
@@ -328,6 +334,7 @@ def step_loss(
     reference: Callable[[], contextlib.AbstractContextManager[Any]],
     scale: float = 1.0,
     timer: PhaseTimer | None = None,
+    on_backoff: Callable[[int], None] | None = None,
 ) -> list[LossTerms]:
     """The GRPO loss of each group (policy forward with gradient, reference forward under `reference`, e.g. the
     adapter switched off), `settings.text_batch` texts per pass, each group's loss back-propagated times `scale`
@@ -335,10 +342,11 @@ def step_loss(
     log-probabilities as pi_old, `record.old_logprobs`); every update appends its clipped fraction to
     `record.clip_fracs`. Call it once per update (`train.epochs`): each call charges its player passes.
 
-    On out-of-memory the gradients are put back as they were on entry, `settings.text_batch` is halved (from then
-    on, with one warning per size) and the whole step's loss is computed again, so the result does not depend on
-    where memory ran out. The ranks of an FSDP group (`settings.agreement`) back off together: each pass first
-    allocates its logits on every rank and the group agrees on the outcome (`frost.agreement.fits`)."""
+    On out-of-memory the gradients are put back as they were on entry, the texts per pass are halved (with one
+    warning per size; `on_backoff` receives the new size) and the whole step's loss is computed again, so the
+    result does not depend on where memory ran out. The ranks of an FSDP group (`settings.agreement`) back off
+    together: each pass first allocates its logits on every rank and the group agrees on the outcome
+    (`frost.agreement.fits`)."""
     timer = timer or NoTimer()
     params = [p for p in player.parameters() if p.requires_grad]
     entry = [None if p.grad is None else p.grad.detach().clone() for p in params]
@@ -361,7 +369,9 @@ def step_loss(
                     "frozen base over several GPUs (model.fsdp_shards), a smaller train.K or shorter game texts "
                     "(game.move_length and the game's spans)"
                 ) from None
-            settings.text_batch = size // 2
+            settings = dataclasses.replace(settings, text_batch=size // 2)
+            if on_backoff is not None:
+                on_backoff(size // 2)
             warnings.warn(f"loss: out of memory at {size} texts per pass; continuing with {size // 2}", stacklevel=2)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from frost.errors import ConfigError
-from frost.run import runlog
+from frost.run.metrics import read_metrics
 
 PANELS = (
     ("val/reward_mean", "mean reward"),
@@ -81,7 +81,7 @@ def load_run(path: Path) -> Run:
     )
     total = 0
     run.judge_forwards[0] = 0
-    for record in runlog.read(metrics_path):
+    for record in read_metrics(metrics_path):
         if "val/reward_mean" in record:
             run.validation.append(record)
         elif "judge_fwd_seqs" in record:

@@ -10,9 +10,10 @@ import torch
 
 from frost.errors import ConfigError
 from frost.games import GameInstance
-from frost.judge import Judge, check_mode
+from frost.judge import Judge
 from frost.moves import move_masks
 from frost.proposal import check_tau, select_candidates
+from frost.rules import estimating_rule, get_rule
 from frost.sampling import player_logprobs
 
 
@@ -46,7 +47,8 @@ class MoveReport:
     """What `frost score` prints."""
 
     reward: float
-    mode: str
+    rule: str
+    """The rule whose estimate ranked the edits."""
     sign: int
     judge_ids: list[int]
     """The judge's whole sequence for this move."""
@@ -63,7 +65,7 @@ class MoveReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "reward": self.reward,
-            "mode": self.mode,
+            "rule": self.rule,
             "sign": self.sign,
             "judge_ids": self.judge_ids,
             "move_ids": self.move_ids,
@@ -78,18 +80,22 @@ def score_move(
     inst: GameInstance,
     move_ids: list[int],
     *,
-    mode: str = "first-order",
+    rule: str = "taylor",
     top: int = 20,
     tau: float | None = None,
     player: Any = None,
     forbidden: torch.Tensor | None = None,
 ) -> MoveReport:
-    """Score `move_ids` and its `top` best single-token edits (by Taylor score, v != y_j, no forbidden tokens).
+    """Score `move_ids` and its `top` best single-token edits, ranked by `rule`'s estimate of their reward (a rule
+    that estimates rewards: taylor, full, judge-gated, ...; v != y_j, no forbidden tokens).
 
-    With `tau`, only edits whose token the player (`player`, default the judge's model) gives probability > tau at
-    that position are ranked, as in Frost's gate.
+    A gated rule, or any rule given `tau`, ranks only edits whose token the player (`player`, default the judge's
+    model) gives probability > tau (default 1e-4) at that position, as in Frost's gate.
     """
-    check_mode(mode)
+    chosen = estimating_rule(rule)
+    if chosen.gated or tau is not None:
+        tau = 1e-4 if tau is None else tau
+        chosen = get_rule(chosen.name if chosen.gated else f"{chosen.name}-gated")
     if not move_ids:
         raise ConfigError("move: the move is empty; give --move text or --move-ids")
     row = inst.pad_move(move_ids)
@@ -105,8 +111,7 @@ def score_move(
     gate_logprobs = None
     if tau is not None:
         gate_logprobs = player_logprobs(player or judge.model, inst.prompt_ids, taylor.moves, forbidden=masks.sampling)
-    rule = ("full" if mode == "full" else "taylor") + ("-gated" if tau is not None else "")
-    cands = select_candidates(rule, taylor, gate_logprobs, top, tau=tau or 1e-4, forbidden=masks.content)
+    cands = select_candidates(chosen.name, taylor, gate_logprobs, top, tau=tau or 1e-4, forbidden=masks.content)
     exact = judge.rewards(inst, cands.children(taylor.moves)).tolist() if len(cands) else []
     edits = [
         Edit(position=int(p), token_id=int(v), token=tokenizer.decode([int(v)]), approx=float(a), exact=float(e))
@@ -122,7 +127,7 @@ def score_move(
         tokens.append(ScoredToken(position=pos, token_id=ids[pos], part=part, logprob=lps[pos - first]))
     return MoveReport(
         reward=float(taylor.rewards[0]),
-        mode=mode,
+        rule=chosen.name,
         sign=inst.sign,
         judge_ids=ids,
         move_ids=list(move_ids),
@@ -134,7 +139,7 @@ def score_move(
 def format_report(report: MoveReport, tokenizer: Any) -> str:
     """Human-readable text of a `MoveReport`."""
     sign = "" if report.sign == 1 else "   (sign -1: the reward is minus the scored log-likelihood)"
-    lines = [f"reward: {report.reward:.3f} nats   (mode: {report.mode}){sign}", ""]
+    lines = [f"reward: {report.reward:.3f} nats   (edits ranked by rule {report.rule}){sign}", ""]
     lines.append("judge log-probs of the scored tokens (part, position in the judge's sequence):")
     for t in report.tokens:
         lines.append(

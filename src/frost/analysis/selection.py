@@ -180,6 +180,22 @@ def read_rows(path: Path, *, default_tau: float | None = None) -> list[Selection
     return [r for r in rows if r.prompt not in broken]
 
 
+def start_rows(out: Path, *, resume: bool, default_tau: float | None = None) -> list[SelectionRow]:
+    """Open `out`/rows.jsonl for an experiment: with `resume`, the rows of the prompts it finished (rewritten without
+    a half-written tail); otherwise an empty file."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "rows.jsonl"
+    done = read_rows(path, default_tau=default_tau) if resume and path.is_file() else []
+    path.write_text("".join(json.dumps(vars(row)) + "\n" for row in done))
+    return done
+
+
+def append_rows(out: Path, rows: Sequence[SelectionRow]) -> None:
+    """Append one prompt's rows to `out`/rows.jsonl, so that an interrupted experiment keeps them."""
+    with (out / "rows.jsonl").open("a") as f:
+        f.write("".join(json.dumps(vars(row)) + "\n" for row in rows))
+
+
 METRICS = ("best_before", "best_after", "hit_rate", "mean_lift", "frac_replaced")
 
 

@@ -3,8 +3,12 @@
     RUN/config.yaml                     the run's whole config (the LoRA shape and the game come from here)
     RUN/game.yaml                       the game played, as a game file (built-in games too)
     RUN/checkpoints/latest              the name of the newest checkpoint
-    RUN/checkpoints/step-0000050/       adapter.safetensors, optimizer.pt, rng.pt, state.json
-    RUN/adapters/step-0000016/          adapter.safetensors kept at a validation step (`train.keep_adapters`)
+    RUN/checkpoints/step-0000050/       adapter_model.safetensors, adapter_config.json, optimizer.pt, rng.pt, state.json
+    RUN/adapters/step-0000016/          adapter_model.safetensors, adapter_config.json kept at a validation step
+                                        (`train.keep_adapters`)
+
+Each adapter folder is also a peft adapter: `PeftModel.from_pretrained(base, FOLDER)` loads it. Folders written
+before that (`adapter.safetensors`, the same tensors under an older name and no adapter_config.json) still load.
 
 A checkpoint is written to a temporary folder and renamed into place, then `latest` is replaced atomically; old
 checkpoints are renamed out of the way before they are deleted. So every `step-*` folder is complete, and a run
@@ -30,12 +34,45 @@ from frost.errors import ConfigError, FrostError
 
 KEEP = 2
 """Checkpoints kept per run (older ones are removed)."""
+ADAPTER_FILE = "adapter_model.safetensors"
+"""The adapter's tensors, under peft's file name (with peft's `adapter_config.json` beside it)."""
+OLDER_ADAPTER_FILE = "adapter.safetensors"
+"""The same tensors' file name in run folders written before the peft layout."""
+
+
+def adapter_file(folder: Path) -> Path | None:
+    """The adapter tensors of a checkpoint or kept-adapter folder (either layout), or None."""
+    for name in (ADAPTER_FILE, OLDER_ADAPTER_FILE):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
+def write_adapter(folder: Path, player: Any) -> None:
+    """Write the player's active adapter into `folder` as peft writes one: adapter_model.safetensors and
+    adapter_config.json (the LoRA shape; its base model as the player's base names it)."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(player).items()}
+    save_file(adapter, str(folder / ADAPTER_FILE), metadata={"format": "pt"})
+    player.peft_config[player.active_adapter].save_pretrained(str(folder))
+
+
+def read_adapter(folder: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The adapter tensors of a checkpoint or kept-adapter folder (either layout)."""
+    from safetensors.torch import load_file
+
+    path = adapter_file(folder)
+    if path is None:
+        raise ConfigError(f"{folder}: no adapter ({ADAPTER_FILE}) in this folder")
+    return load_file(str(path), device=device)
 
 
 def resolve_checkpoint(path: Path) -> tuple[Path, Path]:
     """(run folder, checkpoint folder) of a run folder (its latest checkpoint) or of one checkpoint folder."""
     path = Path(path)
-    if (path / "adapter.safetensors").is_file():
+    if adapter_file(path) is not None:
         run_dir = path.parent.parent
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"{path}: a checkpoint must sit in RUN/checkpoints/ next to RUN/config.yaml")
@@ -44,7 +81,7 @@ def resolve_checkpoint(path: Path) -> tuple[Path, Path]:
     if not (path / "config.yaml").is_file() or newest is None:
         raise ConfigError(
             f"{path} is neither a run folder with a checkpoint (checkpoints/latest) nor a checkpoint folder "
-            "(adapter.safetensors)"
+            f"({ADAPTER_FILE})"
         )
     return path, newest
 
@@ -99,7 +136,6 @@ def load_players(runs: list[Path], base: Any) -> Any:
     """One PeftModel over the shared base weights with each run's adapter (a run folder's latest checkpoint, or a
     checkpoint folder), named "run0", "run1", ...; each adapter's shape comes from its run's config."""
     from peft import get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     player = None
     for i, path in enumerate(runs):
@@ -111,7 +147,7 @@ def load_players(runs: list[Path], base: Any) -> Any:
             player = get_peft_model(base.model, lora, adapter_name=name)
         else:
             player.add_adapter(name, lora)
-        adapter = load_file(str(ckpt / "adapter.safetensors"))
+        adapter = read_adapter(ckpt)
         check_adapter_fits(adapter, player, ckpt, adapter_name=name)
         set_peft_model_state_dict(player, adapter, adapter_name=name)
     assert player is not None
@@ -135,19 +171,15 @@ def adapter_path(run_dir: Path, step: int) -> Path:
 
 
 def save_adapter(run_dir: Path, step: int, player: Any) -> Path:
-    """Keep the player's adapter at `step` in RUN/adapters/step-N/adapter.safetensors (written to a temporary
-    folder and renamed in; an earlier copy at the same step is replaced). The folder loads like a checkpoint
-    (`resolve_checkpoint`, `load_players`)."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
+    """Keep the player's adapter at `step` in RUN/adapters/step-N/ (`write_adapter`; written to a temporary folder
+    and renamed in; an earlier copy at the same step is replaced). The folder loads like a checkpoint
+    (`resolve_checkpoint`, `load_players`) and as a peft adapter."""
     final = adapter_path(run_dir, step)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".tmp-{final.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(player).items()}
-    save_file(adapter, str(tmp / "adapter.safetensors"))
+    write_adapter(tmp, player)
     if final.exists():
         discard(final)
     os.replace(tmp, final)
@@ -157,7 +189,7 @@ def save_adapter(run_dir: Path, step: int, player: Any) -> Path:
 def kept_adapter_steps(run_dir: Path) -> list[int]:
     """The validation steps whose adapter a run kept."""
     root = Path(run_dir) / "adapters"
-    return sorted(int(p.name[5:]) for p in root.glob("step-*") if (p / "adapter.safetensors").is_file())
+    return sorted(int(p.name[5:]) for p in root.glob("step-*") if adapter_file(p) is not None)
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -204,15 +236,11 @@ def _save(
     state: TrainingState,
     generator: torch.Generator | None,
 ) -> Path:
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
     root, name = final.parent, final.name
     root.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(player).items()}
-    save_file(adapter, str(tmp / "adapter.safetensors"))
+    write_adapter(tmp, player)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(
         {
@@ -255,10 +283,9 @@ def load(
 ) -> TrainingState:
     """Restore the latest checkpoint of a run into `player`, `optimizer` and the RNGs."""
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     _, path = resolve_checkpoint(run_dir)
-    adapter = load_file(str(path / "adapter.safetensors"), device=str(device))
+    adapter = read_adapter(path, device=str(device))
     check_adapter_fits(adapter, player, path)
     set_peft_model_state_dict(player, adapter)
     # weights_only: a checkpoint can hold tensors and plain containers, never code to run

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from frost.shapes import LORA_TARGETS, QWEN3_14B, ModelShape
@@ -226,6 +226,196 @@ class MemoryPlan:
         }
 
 
+@dataclass(frozen=True)
+class _PlanSettings:
+    """`memory_plan`'s keywords (its docstring says what each means), in the order `MemoryPlan.settings` lists them,
+    and the sizes the phases derive from them."""
+
+    lora_rank: int
+    K: int
+    L: int
+    prompt_tokens: int
+    judge_tokens: int
+    B: int
+    D: int
+    dtype_bytes: int
+    gradient_checkpointing: bool
+    micro_batch: int | None
+    optimizer_bytes_per_param: int
+    lora_param_bytes: int
+    lora_grad_bytes: int
+    optimizer_temp_bytes_per_param: int
+    judge_batch_size: int | None
+    expand_kv: bool
+    targets: tuple[str, ...]
+    fsdp_shards: int
+    static_decode: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as `MemoryPlan.settings` records them."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def texts(self) -> int:
+        """Texts run together in each phase: B, or the micro-batch."""
+        return self.B if self.micro_batch is None else min(self.micro_batch, self.B)
+
+    def judge_chunk(self, sequences: int) -> int:
+        """Sequences per judge forward when `sequences` are to be scored (capped by `judge_batch_size`)."""
+        return sequences if self.judge_batch_size is None else min(self.judge_batch_size, sequences)
+
+    def check_sizes(self) -> None:
+        """Raise ValueError for a size out of range (`fsdp_shards` is checked with the persistent memory)."""
+        for name in ("lora_rank", "K", "L", "prompt_tokens"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        for name in ("judge_tokens", "B", "D"):
+            value = getattr(self, name)
+            if value < 0 or (name == "B" and value < 1):
+                raise ValueError(f"{name} must be >= {1 if name == 'B' else 0}, got {value}")
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise ValueError(f"micro_batch must be >= 1 or None, got {self.micro_batch}")
+        if self.judge_batch_size is not None and self.judge_batch_size < 1:
+            raise ValueError(f"judge_batch_size must be >= 1 or None, got {self.judge_batch_size}")
+
+
+def _move_distribution_entries(shape: ModelShape, s: _PlanSettings) -> int:
+    """Entries of the [K, L, V] distributions over the moves of the texts run together."""
+    return s.texts * s.K * s.L * shape.vocab_size
+
+
+def _sampled_distributions_bytes(shape: ModelShape, s: _PlanSettings) -> int:
+    """The player's float32 sampling distributions, kept from phase 1 to the loss."""
+    return _move_distribution_entries(shape, s) * FP32
+
+
+def _move_kv_cache_bytes(shape: ModelShape, s: _PlanSettings) -> int:
+    """The KV cache of the K moves over the prompt (P + L tokens each) of the texts run together."""
+    return kv_cache_bytes(shape, s.texts * s.K * (s.prompt_tokens + s.L), dtype_bytes=s.dtype_bytes)
+
+
+def _persistent_terms(shape: ModelShape, s: _PlanSettings, n_lora: int) -> dict[str, int]:
+    """Memory held for the whole run: this rank's base weights, the LoRA parameters, gradients and AdamW moments;
+    under FSDP the two gathered layers; with a static decode its KV cache."""
+    if s.fsdp_shards < 1:
+        raise ValueError(f"fsdp_shards must be >= 1, got {s.fsdp_shards}")
+    d = s.dtype_bytes
+    n_layers = shape.num_hidden_layers * shape.block_parameters()
+    n_base = shape.base_parameters() - n_layers + -(-n_layers // s.fsdp_shards)
+    persistent = {
+        "base_weights": n_base * d,
+        "lora_params": n_lora * s.lora_param_bytes,
+        "lora_grads": n_lora * s.lora_grad_bytes,
+        "optimizer_state": n_lora * s.optimizer_bytes_per_param,
+    }
+    if s.fsdp_shards > 1:
+        persistent["fsdp_gathered_layers"] = 2 * shape.block_parameters() * d
+    if s.static_decode:
+        from frost.decode import cache_length
+
+        persistent["decode_static_cache"] = kv_cache_bytes(
+            shape, s.texts * s.K * cache_length(s.prompt_tokens, s.L), dtype_bytes=d
+        )
+    return persistent
+
+
+def _sampling_terms(shape: ModelShape, s: _PlanSettings) -> dict[str, int]:
+    """Phase 1: prompt prefill, the KV cache of the K moves, and the decode's distributions."""
+    return {
+        "kv_cache": _move_kv_cache_bytes(shape, s),
+        "prefill_working": forward_working_bytes(
+            shape, s.texts * s.prompt_tokens, dtype_bytes=s.dtype_bytes, lora=True
+        ),
+        "sampled_distributions": _sampled_distributions_bytes(shape, s),
+        "decode_logits": 3 * s.texts * s.K * shape.vocab_size * FP32,
+    }
+
+
+def _judge_terms(shape: ModelShape, s: _PlanSettings) -> dict[str, int]:
+    """Phase 2: the judge's forward + backward to the input embeddings, over one chunk of parent sequences."""
+    d, h, v = s.dtype_bytes, shape.hidden_size, shape.vocab_size
+    judge_seqs = s.judge_chunk(s.texts * s.K)
+    judge_tok = judge_seqs * s.judge_tokens
+    judge_block = sum(block_saved_bytes(shape, dtype_bytes=d).values())
+    if s.gradient_checkpointing:
+        judge_acts = judge_tok * (shape.num_hidden_layers * d * h + judge_block)
+    else:
+        judge_acts = judge_saved_bytes(shape, judge_seqs, s.judge_tokens, dtype_bytes=d)
+    return {
+        "sampled_distributions": _sampled_distributions_bytes(shape, s),
+        "activations": judge_acts,
+        # bf16 logits (autograd's output), their float32 copy, the float32 softmax gradient and its bf16 cast
+        "logits": judge_tok * v * (d + FP32 + FP32 + d),
+        "backward_working": judge_tok * (judge_block + 2 * d * h),
+        # judge log-probs at the move positions, embedding gradients
+        "outputs": s.texts * s.K * s.L * (v + h) * FP32,
+    }
+
+
+def _children_terms(shape: ModelShape, s: _PlanSettings) -> dict[str, int]:
+    """Phase 3: exact scoring of the D candidates per text, forward only."""
+    child_tok = s.judge_chunk(s.texts * s.D) * s.judge_tokens if s.D else 0
+    return {
+        "sampled_distributions": _sampled_distributions_bytes(shape, s),
+        "judge_outputs": _move_distribution_entries(shape, s) * FP32,
+        "forward_working": forward_working_bytes(shape, child_tok, dtype_bytes=s.dtype_bytes),
+        # bf16 logits, float32 copy, logsumexp temporary
+        "logits": child_tok * shape.vocab_size * (s.dtype_bytes + FP32 + FP32),
+    }
+
+
+def _reference_forward_bytes(shape: ModelShape, s: _PlanSettings) -> int:
+    """Working memory of the reference pass (adapter off, no grad): its KV cache, one block's working set and the
+    bf16 logits with their float32 log-softmax at the move positions."""
+    return (
+        _move_kv_cache_bytes(shape, s)
+        + forward_working_bytes(shape, s.texts * max(s.prompt_tokens, s.K * s.L), dtype_bytes=s.dtype_bytes)
+        + _move_distribution_entries(shape, s) * (s.dtype_bytes + FP32)
+    )
+
+
+def _player_loss_terms(shape: ModelShape, s: _PlanSettings) -> dict[str, int]:
+    """Phase 4: the player's loss pass (with LoRA gradients) and the reference pass (adapter off, no grad)."""
+    d, h, layers = s.dtype_bytes, shape.hidden_size, shape.num_hidden_layers
+    saved = player_saved_bytes(
+        shape,
+        prompt_tokens=s.prompt_tokens,
+        K=s.K,
+        L=s.L,
+        lora_rank=s.lora_rank,
+        texts=s.texts,
+        targets=s.targets,
+        dtype_bytes=d,
+        lora_bytes=s.lora_param_bytes,
+        expand_kv=s.expand_kv,
+    )
+    player_tok = s.texts * (s.prompt_tokens + s.K * (s.L - 1))
+    lora_block = sum(
+        block_saved_bytes(
+            shape, lora_rank=s.lora_rank, targets=s.targets, dtype_bytes=d, lora_bytes=s.lora_param_bytes
+        ).values()
+    )
+    per_layer_kv = saved["move_attention_kv"] // layers
+    entries = _move_distribution_entries(shape, s)
+    if s.gradient_checkpointing:
+        acts = player_tok * (layers * d * h + lora_block) + per_layer_kv
+        kv_acts = 0
+    else:
+        acts = saved["prompt"] + saved["moves"]
+        kv_acts = saved["move_attention_kv"]
+    backward = player_tok * (lora_block + 2 * d * h) + per_layer_kv + entries * PLAYER_LOGIT_BACKWARD_BYTES
+    return {
+        "sampled_distributions": _sampled_distributions_bytes(shape, s),
+        "activations": acts,
+        "move_attention_kv": kv_acts,
+        "prompt_kv_cache": _move_kv_cache_bytes(shape, s),
+        "logits": saved["logits"],
+        "reference_logprobs": entries * FP32,
+        "reference_forward_or_backward_working": max(_reference_forward_bytes(shape, s), backward),
+    }
+
+
 def memory_plan(
     shape: ModelShape = QWEN3_14B,
     *,
@@ -272,155 +462,41 @@ def memory_plan(
     - `static_decode` (`frost.decode`, CUDA's default): a static KV cache of B*K rows (micro-batch*K) over the prompt
       and move rounded up to 64 positions is kept for the run, so its capture can be replayed every step.
     """
-    for name, value in (("lora_rank", lora_rank), ("K", K), ("L", L), ("prompt_tokens", prompt_tokens)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    for name, value in (("judge_tokens", judge_tokens), ("B", B), ("D", D)):
-        if value < 0 or (name == "B" and value < 1):
-            raise ValueError(f"{name} must be >= {1 if name == 'B' else 0}, got {value}")
-    if micro_batch is not None and micro_batch < 1:
-        raise ValueError(f"micro_batch must be >= 1 or None, got {micro_batch}")
-    if judge_batch_size is not None and judge_batch_size < 1:
-        raise ValueError(f"judge_batch_size must be >= 1 or None, got {judge_batch_size}")
-
-    d, h, v, layers = dtype_bytes, shape.hidden_size, shape.vocab_size, shape.num_hidden_layers
-    mb = B if micro_batch is None else min(micro_batch, B)
-    n_lora = shape.lora_parameters(lora_rank, targets)
-    if fsdp_shards < 1:
-        raise ValueError(f"fsdp_shards must be >= 1, got {fsdp_shards}")
-    n_layers = layers * shape.block_parameters()
-    n_base = shape.base_parameters() - n_layers + -(-n_layers // fsdp_shards)
-    persistent = {
-        "base_weights": n_base * d,
-        "lora_params": n_lora * lora_param_bytes,
-        "lora_grads": n_lora * lora_grad_bytes,
-        "optimizer_state": n_lora * optimizer_bytes_per_param,
-    }
-    if fsdp_shards > 1:
-        persistent["fsdp_gathered_layers"] = 2 * shape.block_parameters() * d
-    if static_decode:
-        from frost.decode import cache_length
-
-        persistent["decode_static_cache"] = kv_cache_bytes(
-            shape, mb * K * cache_length(prompt_tokens, L), dtype_bytes=d
-        )
-    sampled = mb * K * L * v * FP32  # the player's sampling distributions, kept from phase 1 to the loss
-
-    def chunk(sequences: int) -> int:
-        return sequences if judge_batch_size is None else min(judge_batch_size, sequences)
-
-    # 1. sampling
-    sampling = {
-        "kv_cache": kv_cache_bytes(shape, mb * K * (prompt_tokens + L), dtype_bytes=d),
-        "prefill_working": forward_working_bytes(shape, mb * prompt_tokens, dtype_bytes=d, lora=True),
-        "sampled_distributions": sampled,
-        "decode_logits": 3 * mb * K * v * FP32,
-    }
-
-    # 2. judge forward + backward to the input embeddings, over one chunk of parent sequences
-    judge_seqs = chunk(mb * K)
-    judge_tok = judge_seqs * judge_tokens
-    judge_block = sum(block_saved_bytes(shape, dtype_bytes=d).values())
-    if gradient_checkpointing:
-        judge_acts = judge_tok * (layers * d * h + judge_block)
-    else:
-        judge_acts = judge_saved_bytes(shape, judge_seqs, judge_tokens, dtype_bytes=d)
-    judge = {
-        "sampled_distributions": sampled,
-        "activations": judge_acts,
-        # bf16 logits (autograd's output), their float32 copy, the float32 softmax gradient and its bf16 cast
-        "logits": judge_tok * v * (d + FP32 + FP32 + d),
-        "backward_working": judge_tok * (judge_block + 2 * d * h),
-        "outputs": mb * K * L * (v + h) * FP32,  # judge log-probs at the move positions, embedding gradients
-    }
-
-    # 3. children: exact scoring of D candidates per text, forward only
-    child_tok = chunk(mb * D) * judge_tokens if D else 0
-    children = {
-        "sampled_distributions": sampled,
-        "judge_outputs": mb * K * L * v * FP32,
-        "forward_working": forward_working_bytes(shape, child_tok, dtype_bytes=d),
-        "logits": child_tok * v * (d + FP32 + FP32),  # bf16 logits, float32 copy, logsumexp temporary
-    }
-
-    # 4. player loss (with LoRA grads) + reference pass (adapter off, no grad)
-    saved = player_saved_bytes(
-        shape,
-        prompt_tokens=prompt_tokens,
+    s = _PlanSettings(
+        lora_rank=lora_rank,
         K=K,
         L=L,
-        lora_rank=lora_rank,
-        texts=mb,
-        targets=targets,
-        dtype_bytes=d,
-        lora_bytes=lora_param_bytes,
+        prompt_tokens=prompt_tokens,
+        judge_tokens=judge_tokens,
+        B=B,
+        D=D,
+        dtype_bytes=dtype_bytes,
+        gradient_checkpointing=gradient_checkpointing,
+        micro_batch=micro_batch,
+        optimizer_bytes_per_param=optimizer_bytes_per_param,
+        lora_param_bytes=lora_param_bytes,
+        lora_grad_bytes=lora_grad_bytes,
+        optimizer_temp_bytes_per_param=optimizer_temp_bytes_per_param,
+        judge_batch_size=judge_batch_size,
         expand_kv=expand_kv,
+        targets=tuple(targets),
+        fsdp_shards=fsdp_shards,
+        static_decode=static_decode,
     )
-    player_tok = mb * (prompt_tokens + K * (L - 1))
-    lora_block = sum(
-        block_saved_bytes(
-            shape, lora_rank=lora_rank, targets=targets, dtype_bytes=d, lora_bytes=lora_param_bytes
-        ).values()
-    )
-    per_layer_kv = saved["move_attention_kv"] // layers
-    if gradient_checkpointing:
-        acts = player_tok * (layers * d * h + lora_block) + per_layer_kv
-        kv_acts = 0
-    else:
-        acts = saved["prompt"] + saved["moves"]
-        kv_acts = saved["move_attention_kv"]
-    ref_forward = (
-        kv_cache_bytes(shape, mb * K * (prompt_tokens + L), dtype_bytes=d)
-        + forward_working_bytes(shape, mb * max(prompt_tokens, K * L), dtype_bytes=d)
-        + mb * K * L * v * (d + FP32)
-    )
-    backward = player_tok * (lora_block + 2 * d * h) + per_layer_kv + mb * K * L * v * PLAYER_LOGIT_BACKWARD_BYTES
-    player = {
-        "sampled_distributions": sampled,
-        "activations": acts,
-        "move_attention_kv": kv_acts,
-        "prompt_kv_cache": kv_cache_bytes(shape, mb * K * (prompt_tokens + L), dtype_bytes=d),
-        "logits": saved["logits"],
-        "reference_logprobs": mb * K * L * v * FP32,
-        "reference_forward_or_backward_working": max(ref_forward, backward),
-    }
-
-    # 5. optimizer
-    optimizer = {"adamw_temporaries": n_lora * optimizer_temp_bytes_per_param}
-
-    settings: dict[str, Any] = {
-        "lora_rank": lora_rank,
-        "K": K,
-        "L": L,
-        "prompt_tokens": prompt_tokens,
-        "judge_tokens": judge_tokens,
-        "B": B,
-        "D": D,
-        "dtype_bytes": dtype_bytes,
-        "gradient_checkpointing": gradient_checkpointing,
-        "micro_batch": micro_batch,
-        "optimizer_bytes_per_param": optimizer_bytes_per_param,
-        "lora_param_bytes": lora_param_bytes,
-        "lora_grad_bytes": lora_grad_bytes,
-        "optimizer_temp_bytes_per_param": optimizer_temp_bytes_per_param,
-        "judge_batch_size": judge_batch_size,
-        "expand_kv": expand_kv,
-        "targets": tuple(targets),
-        "fsdp_shards": fsdp_shards,
-        "static_decode": static_decode,
-    }
+    s.check_sizes()
+    n_lora = shape.lora_parameters(lora_rank, s.targets)
     return MemoryPlan(
         shape=shape,
-        settings=settings,
+        settings=s.as_dict(),
         base_parameter_count=shape.base_parameters(),
         lora_parameter_count=n_lora,
-        persistent=persistent,
+        persistent=_persistent_terms(shape, s, n_lora),
         phases={
-            "sampling": sampling,
-            "judge": judge,
-            "children": children,
-            "player_loss": player,
-            "optimizer": optimizer,
+            "sampling": _sampling_terms(shape, s),
+            "judge": _judge_terms(shape, s),
+            "children": _children_terms(shape, s),
+            "player_loss": _player_loss_terms(shape, s),
+            "optimizer": {"adamw_temporaries": n_lora * optimizer_temp_bytes_per_param},  # 5. AdamW step
         },
     )
 
@@ -514,41 +590,36 @@ _PHASE_TITLES = {
 }
 
 
-def plan_markdown(
-    shape: ModelShape = QWEN3_14B,
-    *,
-    gpu_bytes: float = GPU_BYTES,
-    headroom: float = HEADROOM,
-    max_K: int = 64,
-    max_B: int = 64,
-    **plan_kwargs: Any,
-) -> str:
-    """A Markdown section: the components (GiB), the peak per phase, what gradient checkpointing and micro-batching
-    buy, the largest K and B that fit on one GPU, and the assumptions. Every number is computed by `memory_plan`.
-
-    Keywords go to `memory_plan` (the paper's setting by default); `micro_batch` and `gradient_checkpointing` set
-    the plan the components table shows, the variants table always shows all four combinations.
-    """
-    budget = _budget(None, gpu_bytes, headroom)
-    plan = memory_plan(shape, **plan_kwargs)
-    s = plan.settings
-    base_kwargs = {k: v for k, v in plan_kwargs.items() if k not in ("gradient_checkpointing", "micro_batch")}
-    variants = {
+def _plan_variants(shape: ModelShape, base_kwargs: dict[str, Any]) -> dict[str, MemoryPlan]:
+    """The four plans the peaks table compares: with and without micro-batching and gradient checkpointing."""
+    return {
         "all B texts together": memory_plan(shape, **base_kwargs),
         "micro-batch 1": memory_plan(shape, micro_batch=1, **base_kwargs),
         "grad. checkpointing": memory_plan(shape, gradient_checkpointing=True, **base_kwargs),
         "GC + micro-batch 1": memory_plan(shape, gradient_checkpointing=True, micro_batch=1, **base_kwargs),
     }
-    mode = "all B texts together" if s["micro_batch"] is None else f"micro-batch {s['micro_batch']}"
-    mode += ", gradient checkpointing" if s["gradient_checkpointing"] else ", no gradient checkpointing"
-    lines = [
-        f"## GPU memory plan: Frost-GRPO on {shape.name}",
+
+
+def _intro_lines(plan: MemoryPlan, gpu_bytes: float, headroom: float, budget: float) -> list[str]:
+    """The section's title and the paragraph stating the step's setting and the budget."""
+    s = plan.settings
+    return [
+        f"## GPU memory plan: Frost-GRPO on {plan.shape.name}",
         "",
         f"One step at K={s['K']} moves of L={s['L']} tokens, B={s['B']} texts, a {s['prompt_tokens']}-token prompt, "
         f"{s['judge_tokens']}-token judge sequences, D={s['D']} children, LoRA r={s['lora_rank']} on "
         f"{', '.join(t.removesuffix('_proj') for t in s['targets'])}; base weights in {8 * s['dtype_bytes']}-bit, "
         f"LoRA in float32 with AdamW. Budget: {gpu_bytes / 1e9:.0f} GB x {1 - headroom:.2f} = "
         f"{budget / 1e9:.1f} GB ({_gib(budget)} GiB). All numbers are computed by `frost.run.memplan`.",
+    ]
+
+
+def _components_table(plan: MemoryPlan) -> list[str]:
+    """The table of the plan's persistent and per-phase components (GiB), zero components left out."""
+    s = plan.settings
+    mode = "all B texts together" if s["micro_batch"] is None else f"micro-batch {s['micro_batch']}"
+    mode += ", gradient checkpointing" if s["gradient_checkpointing"] else ", no gradient checkpointing"
+    lines = [
         "",
         f"### Components ({mode})",
         "",
@@ -571,7 +642,12 @@ def plan_markdown(
             if value:
                 lines.append(f"| {_PHASE_TITLES[phase]} | {name.replace('_', ' ')} | {_gib(value)} |")
         lines.append(f"| {_PHASE_TITLES[phase]} | **transient** | **{_gib(plan.transient(phase))}** |")
-    lines += [
+    return lines
+
+
+def _peaks_table(plan: MemoryPlan, variants: dict[str, MemoryPlan], budget: float) -> list[str]:
+    """The table of each phase's peak (GiB) under each variant, the step's peak, and whether it fits the budget."""
+    lines = [
         "",
         "### Peak per phase (GiB: persistent + that phase's transient memory)",
         "",
@@ -585,7 +661,13 @@ def plan_markdown(
     lines.append(
         "| fits the budget | " + " | ".join("yes" if p.peak <= budget else "no" for p in variants.values()) + " |"
     )
+    return lines
 
+
+def _savings_lines(plan: MemoryPlan, variants: dict[str, MemoryPlan], base_kwargs: dict[str, Any]) -> list[str]:
+    """The bullets on what gradient checkpointing, micro-batching and (where it helps) GQA k/v in the move pass
+    save."""
+    s, shape = plan.settings, plan.shape
     full, mb1 = variants["all B texts together"], variants["micro-batch 1"]
     gc, gc1 = variants["grad. checkpointing"], variants["GC + micro-batch 1"]
     acts = full.phases["player_loss"]["activations"] + full.phases["player_loss"]["move_attention_kv"]
@@ -593,7 +675,7 @@ def plan_markdown(
     judge_acts = (full.phases["judge"]["activations"], gc.phases["judge"]["activations"])
     biggest = sorted(full.phases[full.peak_phase].items(), key=lambda kv: -kv[1])[:3]
     top = ", ".join(f"{name.replace('_', ' ')} {_gib(value)} GiB" for name, value in biggest)
-    lines += [
+    lines = [
         "",
         "### What gradient checkpointing and micro-batching buy",
         "",
@@ -616,10 +698,16 @@ def plan_markdown(
             f"- Keeping k/v at {shape.num_key_value_heads} heads in the move pass (GQA inside SDPA instead of "
             f"`repeat_kv`) would save a further {_gib(expand_kv_saving)} GiB at B={s['B']}."
         )
+    return lines
 
+
+def _fit_table(plan: MemoryPlan, budget: float, max_K: int, max_B: int, base_kwargs: dict[str, Any]) -> list[str]:
+    """The table of the largest K (at the plan's B) and B (at its K) that fit the budget, with D = K, with and
+    without micro-batching and gradient checkpointing."""
+    s = plan.settings
     fit_kwargs = {k: v for k, v in base_kwargs.items() if k not in ("K", "B", "D")}
     k_at, b_at = s["K"], s["B"]
-    lines += [
+    lines = [
         "",
         f"### Largest K and B that fit ({_gib(budget)} GiB budget; D = K)",
         "",
@@ -628,13 +716,18 @@ def plan_markdown(
     ]
     for label, mb in (("all B texts together", None), ("micro-batch 1", 1)):
         report = largest_fitting(
-            shape, budget_bytes=budget, K=k_at, B=b_at, max_K=max_K, max_B=max_B, micro_batch=mb, **fit_kwargs
+            plan.shape, budget_bytes=budget, K=k_at, B=b_at, max_K=max_K, max_B=max_B, micro_batch=mb, **fit_kwargs
         )
         for f in (report.without_gc, report.with_gc):
             b_text = f">= {f.largest_B} (does not grow with B)" if f.B_capped else str(f.largest_B)
             gc_text = "gradient checkpointing" if f.gradient_checkpointing else "no checkpointing"
             lines.append(f"| {label}, {gc_text} | {f.largest_K or 'none'} | {b_text} |")
-    lines += [
+    return lines
+
+
+def _assumption_lines(gpu_bytes: float, headroom: float) -> list[str]:
+    """The bullets stating what the plan assumes."""
+    return [
         "",
         "### Assumptions",
         "",
@@ -660,5 +753,34 @@ def plan_markdown(
         "transformers does not checkpoint either.",
         f"- The budget leaves {headroom:.0%} of {gpu_bytes / 1e9:.0f} GB for the CUDA context, workspaces and "
         "allocator fragmentation.",
+    ]
+
+
+def plan_markdown(
+    shape: ModelShape = QWEN3_14B,
+    *,
+    gpu_bytes: float = GPU_BYTES,
+    headroom: float = HEADROOM,
+    max_K: int = 64,
+    max_B: int = 64,
+    **plan_kwargs: Any,
+) -> str:
+    """A Markdown section: the components (GiB), the peak per phase, what gradient checkpointing and micro-batching
+    buy, the largest K and B that fit on one GPU, and the assumptions. Every number is computed by `memory_plan`.
+
+    Keywords go to `memory_plan` (the paper's setting by default); `micro_batch` and `gradient_checkpointing` set
+    the plan the components table shows, the variants table always shows all four combinations.
+    """
+    budget = _budget(None, gpu_bytes, headroom)
+    plan = memory_plan(shape, **plan_kwargs)
+    base_kwargs = {k: v for k, v in plan_kwargs.items() if k not in ("gradient_checkpointing", "micro_batch")}
+    variants = _plan_variants(shape, base_kwargs)
+    lines = [
+        *_intro_lines(plan, gpu_bytes, headroom, budget),
+        *_components_table(plan),
+        *_peaks_table(plan, variants, budget),
+        *_savings_lines(plan, variants, base_kwargs),
+        *_fit_table(plan, budget, max_K, max_B, base_kwargs),
+        *_assumption_lines(gpu_bytes, headroom),
     ]
     return "\n".join(lines) + "\n"

@@ -12,12 +12,10 @@ weights with the adapter switched off: no second copy is loaded.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import math
 import random
-import shutil
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,14 +23,17 @@ from typing import Any
 import torch
 
 from frost.config import Config
-from frost.errors import ConfigError, FrostError
+from frost.errors import FrostError
 from frost.games import GameInstance, spec_to_yaml
 from frost.models import LoadedModel
 from frost.phases import PhaseTimer
 from frost.run import checkpoint, distributed, runlog
 from frost.run.build import build_run
 from frost.run.evaluation import score_samples, summary_of
-from frost.run.metrics import StepCounts, finite_summary, group_summary, phase_metrics, step_metrics
+from frost.run.folder import prepare_run_dir
+from frost.run.metrics import GroupSummary, StepCounts, group_summary, phase_metrics, step_metrics
+from frost.run.reporting import MetricsReporter
+from frost.run.signals import StopSignals
 from frost.sampling import SampledMoves
 from frost.step import (
     Generators,
@@ -77,6 +78,28 @@ class DataCursor:
         self._shuffle()
 
 
+@dataclass
+class RankPlay:
+    """What one rank played in a step (gathered from every rank)."""
+
+    groups: list[GroupSummary]
+    judge_fwd_seqs: int
+    judge_bwd_seqs: int
+
+    def same(self, other: RankPlay) -> bool:
+        """Whether two ranks of one FSDP group played their step alike: the same judge work, move lengths and
+        rewards (within 1e-2 nats: the same moves, up to kernel rounding)."""
+        mine, theirs = (self.judge_fwd_seqs, self.judge_bwd_seqs), (other.judge_fwd_seqs, other.judge_bwd_seqs)
+        if mine != theirs or len(self.groups) != len(other.groups):
+            return False
+        for x, y in zip(self.groups, other.groups, strict=True):
+            if x.lengths != y.lengths or len(x.rewards) != len(y.rewards):
+                return False
+            if any(not math.isclose(r, q, abs_tol=1e-2) for r, q in zip(x.rewards, y.rewards, strict=True)):
+                return False
+        return True
+
+
 class TrainingError(FrostError):
     """Training cannot go on (e.g. too many non-finite steps in a row)."""
 
@@ -92,7 +115,7 @@ class Trainer:
         self.world = distributed.init_world(config.model.device, shard_size=config.model.fsdp_shards)
         self.run_dir = Path(t.run_dir)
         if self.world.is_main:
-            self._prepare_run_dir(resume, overwrite)
+            prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
         distributed.barrier(self.world)
         torch.manual_seed(t.seed)
         run = build_run(config, self.world, base=base)
@@ -105,56 +128,20 @@ class Trainer:
         self.skipped_steps = 0
         """Steps skipped because something was not finite (logged as `train/skipped_steps`)."""
         self.skipped_in_a_row = 0
+        self.num_tokens = 0
+        """Tokens through the player and the judge since the run began (TRL's `num_tokens`)."""
         self.resumed = resume
         """Whether the run continues from a checkpoint (whose step's validation, when due, is already logged)."""
-        self._stop_signal: int | None = None
-        self._writer = self._tensorboard() if self.world.is_main else None
+        self._signals = StopSignals()
+        self._reporter = MetricsReporter(
+            self.run_dir, main=self.world.is_main, report_to=t.report_to, config=config.to_dict()
+        )
         if resume:
             self.load_checkpoint()
         elif self.world.is_main:
             (self.run_dir / "config.yaml").write_text(config.to_yaml())
             (self.run_dir / "game.yaml").write_text(spec_to_yaml(self.game.spec))
         distributed.barrier(self.world)
-
-    # ----------------------------------------------------------------------------------------------- run directory
-    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(f"train.run_dir: cannot write to {self.run_dir} ({exc.strerror})") from exc
-        if resume and not checkpoint.has_checkpoint(self.run_dir):
-            raise ConfigError(f"--resume: {self.run_dir} has no checkpoint to resume from")
-        if not resume and not overwrite and (self.run_dir / "metrics.jsonl").exists():
-            raise ConfigError(
-                f"train.run_dir: {self.run_dir} already holds a run; pass --resume to continue it, "
-                "--overwrite to start it again, or choose another --run-dir"
-            )
-        if not resume:
-            for name in ("metrics.jsonl", "samples.jsonl", "game.yaml"):
-                (self.run_dir / name).unlink(missing_ok=True)
-            shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
-            shutil.rmtree(self.run_dir / "adapters", ignore_errors=True)
-            shutil.rmtree(self.run_dir / "tensorboard", ignore_errors=True)
-
-    def _tensorboard(self) -> Any:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard not installed: metrics.jsonl still has everything
-            return None
-        return SummaryWriter(str(self.run_dir / "tensorboard"))
-
-    def _log(self, record: dict[str, Any]) -> None:
-        if not self.world.is_main:
-            return
-        runlog.append(self.run_dir / "metrics.jsonl", [record])
-        if self._writer is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, int | float) and math.isfinite(value):
-                    self._writer.add_scalar(key, value, record["step"])
-            self._writer.flush()
 
     # ------------------------------------------------------------------------------------------------ one step
     def _generators(self, indices: list[int], stream: str) -> list[torch.Generator]:
@@ -191,8 +178,12 @@ class Trainer:
         """One update's loss of the groups `records` (`step.step_loss`), its gradient accumulated, scaled by 1/B."""
         step_loss(
             self.player, records, self.settings, reference=self.player.disable_adapter,
-            scale=1.0 / self.config.train.batch_size, timer=timer,
+            scale=1.0 / self.config.train.batch_size, timer=timer, on_backoff=self._lower_text_batch,
         )  # fmt: skip
+
+    def _lower_text_batch(self, texts: int) -> None:
+        """After the loss ran out of memory: every phase of every later step runs `texts` texts at a time."""
+        self.settings = dataclasses.replace(self.settings, text_batch=texts)
 
     def _optimizer_update(self, finite_groups: bool) -> tuple[float, bool]:
         """Sum the gradients over the ranks, clip, and step AdamW when the gradient and `finite_groups` are finite
@@ -218,15 +209,15 @@ class Trainer:
         indices = self.cursor.take(t.batch_size)
         mine = indices[distributed.shard(len(indices), self.world)]
         groups = self.train_groups(mine, timer) if mine else []
-        local = {
-            "groups": [group_summary(g) for g in groups],
-            "judge_fwd_seqs": self.judge.forward_sequences - fwd0,
-            "judge_bwd_seqs": self.judge.backward_sequences - bwd0,
-        }
-        gathered = distributed.gather(local, self.world, agree=_same_play)
-        summaries = [g for part in gathered for g in part["groups"]]
+        local = RankPlay(
+            [group_summary(g) for g in groups],
+            self.judge.forward_sequences - fwd0,
+            self.judge.backward_sequences - bwd0,
+        )
+        gathered = distributed.gather(local, self.world, agree=RankPlay.same)
+        summaries = [g for part in gathered for g in part.groups]
         with timer.phase("optim"):
-            grad_norm, finite = self._optimizer_update(all(finite_summary(g) for g in summaries))
+            grad_norm, finite = self._optimizer_update(all(g.finite for g in summaries))
         for _ in range(1, t.epochs if finite else 1):  # ppo-clip's further updates on the same groups
             self.update_loss(groups, timer)
             with timer.phase("optim"):
@@ -249,8 +240,8 @@ class Trainer:
             passes = (sum(c[0] for c in every), sum(c[1] for c in every), sum(c[2] for c in every))
         fsdp = None if self._fsdp_bytes is None else (self.world.shard_size, *self._fsdp_bytes)
         counts = StepCounts(
-            judge_fwd_seqs=sum(part["judge_fwd_seqs"] for part in gathered),
-            judge_bwd_seqs=sum(part["judge_bwd_seqs"] for part in gathered),
+            judge_fwd_seqs=sum(part.judge_fwd_seqs for part in gathered),
+            judge_bwd_seqs=sum(part.judge_bwd_seqs for part in gathered),
             grad_norm=float(grad_norm), lr=self.optimizer.param_groups[0]["lr"], skipped_steps=self.skipped_steps,
             clip_fracs=clip_fracs, player_passes=passes, world_size=self.world.size if self.world.active else None,
             fsdp=fsdp,
@@ -258,6 +249,8 @@ class Trainer:
         metrics = step_metrics(
             self.step, summaries, counts, frost=t.algorithm == "frost", rounds=self.config.frost.rounds
         )
+        self.num_tokens += metrics["tokens"]
+        metrics["num_tokens"] = self.num_tokens
         metrics["time/step_s"] = timer.clock() - start
         metrics.update(phase_metrics(timer))
         return metrics
@@ -279,6 +272,7 @@ class Trainer:
         if not self.world.is_main:
             return {"step": self.step}
         runlog.append(self.run_dir / "samples.jsonl", samples)
+        self._reporter.log_moves(self.step, samples)
         return {"step": self.step, **summary_of(rows, t.val_samples, self.game.copy_metric_name)}
 
     # --------------------------------------------------------------------------------------------- checkpoints
@@ -307,39 +301,24 @@ class Trainer:
         if self.world.is_main:
             for name in ("metrics.jsonl", "samples.jsonl"):
                 runlog.trim(self.run_dir / name, self.step)
+            self.num_tokens = sum(int(r.get("tokens", 0)) for r in runlog.read(self.run_dir / "metrics.jsonl"))
             for step in checkpoint.kept_adapter_steps(self.run_dir):  # kept past the checkpoint: kept again if reached
                 if step > self.step:
                     checkpoint.discard(checkpoint.adapter_path(self.run_dir, step))
 
     # ---------------------------------------------------------------------------------------------------- loop
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        def handler(signum: int, frame: Any) -> None:
-            if self._stop_signal is not None:  # a second signal: stop now, saving nothing (checkpoints are atomic)
-                raise KeyboardInterrupt
-            self._stop_signal = signum
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
     @property
     def stop_signal(self) -> int | None:
         """The signal that stopped the last `run` early (after saving), or None when it ran to its end."""
-        return self._stop_signal
+        return self._signals.received
 
     def _stopping(self) -> bool:
         """Whether a stop signal arrived (on any rank: all ranks stop after the same step)."""
-        return distributed.any_rank(self._stop_signal is not None, self.world, self.device)
+        return distributed.any_rank(self._signals.received is not None, self.world, self.device)
 
     def close(self) -> None:
         """Close the logs and leave the process group."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._reporter.close()
         distributed.shutdown(self.world)
 
     def run(self, *, progress: bool = True, on_metrics: Callable[[dict[str, Any]], None] | None = None) -> int:
@@ -358,14 +337,14 @@ class Trainer:
         )  # fmt: skip
         best_key = f"val/best_of_{t.val_samples}"
         last_val: dict[str, Any] = {}
-        with self._signals():
+        with self._signals:
             if self.step == 0 and not self.resumed and t.val_every and self.validation:
                 last_val = self.validate()
                 self._keep_adapter()
-                self._log(last_val)
+                self._reporter.log(last_val)
             while self.step < t.steps and not self._stopping():
                 metrics = self.train_step()
-                self._log(metrics)
+                self._reporter.log(metrics)
                 if self.skipped_in_a_row >= t.max_skipped_steps:
                     raise TrainingError(
                         f"{self.skipped_in_a_row} steps in a row (to step {self.step}) had a non-finite loss, "
@@ -378,40 +357,18 @@ class Trainer:
                 if t.val_every and self.validation and (self.step % t.val_every == 0 or done):
                     last_val = self.validate()
                     self._keep_adapter()
-                    self._log(last_val)
+                    self._reporter.log(last_val)
                 if done or (t.checkpoint_every and self.step % t.checkpoint_every == 0):
                     self.save_checkpoint()
                 bar.update(1)
-                bar.set_postfix(
-                    reward=f"{metrics['reward_mean']:.1f}", best8=f"{last_val.get(best_key, float('nan')):.1f}"
-                )
+                bar.set_postfix(reward=f"{metrics['reward']:.1f}", best8=f"{last_val.get(best_key, float('nan')):.1f}")
             if self._stopping():
                 self.save_checkpoint()
-                bar.write(
-                    f"stopped by signal {self._stop_signal} at step {self.step}; checkpoint saved, resume with --resume"
-                )
+                signum = self._signals.received
+                bar.write(f"stopped by signal {signum} at step {self.step}; checkpoint saved, resume with --resume")
         bar.close()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._reporter.close()
         return self.step
-
-
-def _same_play(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two ranks of one FSDP group played their step alike: the same judge work, move lengths and rewards
-    (within 1e-2 nats: the same moves, up to kernel rounding)."""
-    if (a["judge_fwd_seqs"], a["judge_bwd_seqs"], len(a["groups"])) != (
-        b["judge_fwd_seqs"],
-        b["judge_bwd_seqs"],
-        len(b["groups"]),
-    ):
-        return False
-    for x, y in zip(a["groups"], b["groups"], strict=True):
-        if x["lengths"] != y["lengths"] or len(x["rewards"]) != len(y["rewards"]):
-            return False
-        if any(not math.isclose(r, q, abs_tol=1e-2) for r, q in zip(x["rewards"], y["rewards"], strict=True)):
-            return False
-    return True
 
 
 def _same_samples(a: tuple[list[Any], list[Any]], b: tuple[list[Any], list[Any]]) -> bool:

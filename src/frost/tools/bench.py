@@ -18,12 +18,12 @@ import torch
 
 from frost.decode import resolve_decode
 from frost.games import GameInstance, build_game
-from frost.judge import Judge
+from frost.judge import Judge, TaylorResult
 from frost.models import LoadedModel, cache_io, forbidden_token_mask
 from frost.proposal import select_candidates
 from frost.run.data import read_documents
 from frost.run.memplan import ModelShape
-from frost.sampling import sample_moves
+from frost.sampling import SampledMoves, sample_moves
 from frost.tools.mdblock import write_block
 
 
@@ -55,8 +55,27 @@ def time_it(name: str, fn: Callable[[], object], *, shape: str, repeats: int = 5
     return Timing(name, statistics.median(times), min(times), max(times), repeats, shape)
 
 
-def bench_core(lm: LoadedModel, *, K: int = 8, L: int = 8, D: int = 64, repeats: int = 5) -> dict[str, Any]:
-    """Time sampling, the judge passes, the Taylor grid + top-D and exact scoring on one story prompt."""
+@dataclass(frozen=True)
+class _CoreInputs:
+    """What `bench_core`'s timed operations share: the model, one story prompt, K sampled moves and their grid."""
+
+    lm: LoadedModel
+    inst: GameInstance
+    prompt: torch.Tensor
+    forbidden: torch.Tensor
+    vocab: int
+    judge: Judge
+    generator: torch.Generator
+    sampled: SampledMoves
+    taylor: TaylorResult
+    children: torch.Tensor
+    K: int
+    L: int
+    D: int
+
+
+def _core_inputs(lm: LoadedModel, *, K: int, L: int, D: int) -> _CoreInputs:
+    """Build the story prompt, sample K moves of L tokens and compute their Taylor grid and the top-D children."""
     model, tok = lm.model, lm.tokenizer
     vocab = model.get_input_embeddings().weight.shape[0]
     forbidden = forbidden_token_mask(tok, vocab, lm.device)
@@ -66,8 +85,14 @@ def bench_core(lm: LoadedModel, *, K: int = 8, L: int = 8, D: int = 64, repeats:
     judge = Judge(model, batch_size=max(K, D))
     gen = torch.Generator(device=lm.device).manual_seed(0)
     sampled = sample_moves(model, inst.prompt_ids, K, L, forbidden=forbidden, generator=gen)
-    moves = sampled.moves
-    timings: list[Timing] = []
+    taylor = judge.taylor(inst, sampled.moves)
+    children = select_candidates("taylor", taylor, sampled.logprobs, D, forbidden=forbidden).children(sampled.moves)
+    return _CoreInputs(lm, inst, prompt, forbidden, vocab, judge, gen, sampled, taylor, children, K, L, D)
+
+
+def _sampling_timings(c: _CoreInputs, repeats: int) -> list[Timing]:
+    """Time a prompt prefill, its floor of L batched decode steps, our sampler and `generate` on K copies."""
+    model, prompt, K, L = c.lm.model, c.prompt, c.K, c.L
     cache_kw, cache_attr = cache_io(model)
 
     def prefill() -> None:
@@ -86,7 +111,7 @@ def bench_core(lm: LoadedModel, *, K: int = 8, L: int = 8, D: int = 64, repeats:
                 token = out.logits[:, -1].argmax(-1, keepdim=True)
 
     def sampling() -> None:
-        sample_moves(model, inst.prompt_ids, K, L, forbidden=forbidden, generator=gen)
+        sample_moves(model, c.inst.prompt_ids, K, L, forbidden=c.forbidden, generator=c.generator)
 
     def generate_k_copies() -> None:
         with torch.inference_mode():
@@ -96,56 +121,58 @@ def bench_core(lm: LoadedModel, *, K: int = 8, L: int = 8, D: int = 64, repeats:
                 num_return_sequences=K,
                 max_new_tokens=L,
                 min_new_tokens=L,
-                pad_token_id=tok.pad_token_id,
+                pad_token_id=c.lm.tokenizer.pad_token_id,
             )
 
-    def judge_forward() -> None:
-        judge.rewards(inst, moves)
+    plen = prompt.shape[1]
+    return [
+        time_it("prompt prefill", prefill, shape=f"1 x {plen}", repeats=repeats),
+        time_it("prefill + L batched decode steps", prefill_and_decode, shape=f"K={K}, L={L}", repeats=repeats),
+        time_it("sample_moves (shared prefix)", sampling, shape=f"K={K}, L={L}", repeats=repeats),
+        time_it("generate(num_return_sequences=K)", generate_k_copies, shape=f"{K} x {plen}", repeats=repeats),
+    ]
 
-    def judge_forward_backward() -> None:
-        judge.taylor(inst, moves)
 
-    taylor = judge.taylor(inst, moves)
+def _judge_timings(c: _CoreInputs, repeats: int) -> list[Timing]:
+    """Time the judge's forward and forward+backward, the Taylor grid + top-D per rule and exact scoring of D
+    children."""
+    judge, inst, moves, D = c.judge, c.inst, c.sampled.moves, c.D
+    judged = f"{c.K} x {inst.max_judge_length}"
 
     def grid_top_d(rule: str) -> Callable[[], object]:
-        return lambda: select_candidates(rule, taylor, sampled.logprobs, D, forbidden=forbidden)
+        return lambda: select_candidates(rule, c.taylor, c.sampled.logprobs, D, forbidden=c.forbidden)
 
-    children = select_candidates("taylor", taylor, sampled.logprobs, D, forbidden=forbidden).children(moves)
-
-    def exact_children() -> None:
-        judge.rewards(inst, children)
-
-    plen = prompt.shape[1]
-    timings.append(time_it("prompt prefill", prefill, shape=f"1 x {plen}", repeats=repeats))
-    timings.append(
-        time_it("prefill + L batched decode steps", prefill_and_decode, shape=f"K={K}, L={L}", repeats=repeats)
-    )
-    timings.append(time_it("sample_moves (shared prefix)", sampling, shape=f"K={K}, L={L}", repeats=repeats))
-    timings.append(
-        time_it("generate(num_return_sequences=K)", generate_k_copies, shape=f"{K} x {plen}", repeats=repeats)
-    )
-    timings.append(time_it("judge forward", judge_forward, shape=f"{K} x {inst.max_judge_length}", repeats=repeats))
-    timings.append(
-        time_it(
-            "judge forward+backward", judge_forward_backward, shape=f"{K} x {inst.max_judge_length}", repeats=repeats
-        )
-    )
+    timings = [
+        time_it("judge forward", lambda: judge.rewards(inst, moves), shape=judged, repeats=repeats),
+        time_it("judge forward+backward", lambda: judge.taylor(inst, moves), shape=judged, repeats=repeats),
+    ]
+    grid = f"{c.K}x{c.L}x{c.vocab}, D={D}"
     for rule in ("taylor-gated", "full-gated", "taylor"):
-        timings.append(
-            time_it(f"grid + top-D ({rule})", grid_top_d(rule), shape=f"{K}x{L}x{vocab}, D={D}", repeats=repeats)
-        )
+        timings.append(time_it(f"grid + top-D ({rule})", grid_top_d(rule), shape=grid, repeats=repeats))
+    exact = f"{D} x {inst.max_judge_length}"
     timings.append(
-        time_it("exact scoring of D children", exact_children, shape=f"{D} x {inst.max_judge_length}", repeats=1)
+        time_it("exact scoring of D children", lambda: judge.rewards(inst, c.children), shape=exact, repeats=1)
     )
+    return timings
+
+
+def _core_ratios(timings: Sequence[Timing]) -> dict[str, float]:
+    """Ratios of median times: sampling against a prefill and its floor, `generate` against both, backward cost."""
     by = {t.name: t.median_s for t in timings}
     # decode steps alone = sampling minus its prefill; the target compares sampling with prefill + L batched steps
-    ratios = {
+    return {
         "sampling_vs_prefill": by["sample_moves (shared prefix)"] / by["prompt prefill"],
         "sampling_vs_floor": by["sample_moves (shared prefix)"] / by["prefill + L batched decode steps"],
         "generate_vs_prefill": by["generate(num_return_sequences=K)"] / by["prompt prefill"],
         "generate_vs_sampling": by["generate(num_return_sequences=K)"] / by["sample_moves (shared prefix)"],
         "judge_fwd_bwd_vs_fwd": by["judge forward+backward"] / by["judge forward"],
     }
+
+
+def bench_core(lm: LoadedModel, *, K: int = 8, L: int = 8, D: int = 64, repeats: int = 5) -> dict[str, Any]:
+    """Time sampling, the judge passes, the Taylor grid + top-D and exact scoring on one story prompt."""
+    inputs = _core_inputs(lm, K=K, L=L, D=D)
+    timings = _sampling_timings(inputs, repeats) + _judge_timings(inputs, repeats)
     return {
         "machine": machine_description(lm),
         "model": lm.name,
@@ -153,7 +180,7 @@ def bench_core(lm: LoadedModel, *, K: int = 8, L: int = 8, D: int = 64, repeats:
         "L": L,
         "D": D,
         "timings": [asdict(t) for t in timings],
-        "ratios": ratios,
+        "ratios": _core_ratios(timings),
     }
 
 
@@ -394,6 +421,189 @@ def option_arms(k: int, rules: Sequence[str] = ("taylor-gated", "judge-gated"), 
     return arms
 
 
+@dataclass(frozen=True)
+class _TrainingBench:
+    """The settings every arm of `bench_training` shares."""
+
+    model: str
+    device: str
+    dtype: str
+    where: str
+    """This rank's device (`frost.run.distributed.rank_device`)."""
+    random_weights: bool
+    fsdp_shards: int
+    game: str
+    game_params: dict[str, Any] | None
+    L: int
+    batch_size: int
+    steps: int
+    overrides: dict[str, dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class _ArmRun:
+    """What one arm's timed steps measured, kept after its trainer is gone."""
+
+    records: list[dict[str, Any]]
+    """The metrics of each timed step."""
+    peak_memory_bytes: int
+    decode: str
+    prompt_tokens: int
+    judge_tokens: int
+    micro_batch: int
+
+    def judge_seqs_mean(self, kind: str) -> float:
+        """The mean over the timed steps of `judge_{kind}_seqs` (`fwd` or `bwd`)."""
+        return statistics.fmean(r[f"judge_{kind}_seqs"] for r in self.records)
+
+
+def _host_base(bench: _TrainingBench) -> LoadedModel:
+    """A fresh base in host memory for an arm to shard onto the device (a sharded base takes one adapter)."""
+    from frost.models import load_model, resolve_device, resolve_dtype
+
+    at = resolve_device(bench.where)
+    loaded = load_model(
+        bench.model, device="cpu", dtype=resolve_dtype(bench.dtype, at), random_weights=bench.random_weights
+    )
+    return dataclasses.replace(loaded, device=at)
+
+
+def _arm_sections(bench: _TrainingBench, arm: BenchArm, run_dir: str) -> dict[str, dict[str, Any]]:
+    """The config sections of one arm's run: `steps` + 1 steps on the hand-written stories, no validation or
+    checkpoints, then the caller's overrides."""
+    sections: dict[str, dict[str, Any]] = {
+        "model": {
+            "name": bench.model,
+            "device": bench.device,
+            "dtype": bench.dtype,
+            "random_weights": bench.random_weights,
+            "fsdp_shards": bench.fsdp_shards,
+        },
+        "game": {"kind": bench.game, "move_length": bench.L, **(bench.game_params or {})},
+        "frost": {"rule": arm.rule, **arm.sections()["frost"]},
+        "optim": {"lr": 1e-4},
+        "data": {"source": "handwritten", "validation_size": 0},
+        "train": {
+            "algorithm": arm.algorithm,
+            "K": arm.K,
+            "batch_size": bench.batch_size,
+            "steps": bench.steps + 1,
+            **arm.sections()["train"],
+            "val_every": 0,
+            "checkpoint_every": 0,
+            "run_dir": run_dir,
+        },
+    }
+    for key, values in (bench.overrides or {}).items():
+        sections[key] = {**sections.get(key, {}), **values}
+    return sections
+
+
+def _timed_steps(
+    step: Callable[[], dict[str, Any]], steps: int, device: torch.device
+) -> tuple[list[dict[str, Any]], int]:
+    """One warm-up step, then `steps` timed steps: their metrics and the peak memory over them."""
+    step()  # warm-up
+    _reset_peak_memory(device)
+    records = [step() for _ in range(steps)]
+    return records, peak_memory_bytes(device)
+
+
+def _run_arm(bench: _TrainingBench, arm: BenchArm, base: LoadedModel, run_dir: str) -> tuple[_ArmRun, LoadedModel]:
+    """Train a fresh LoRA on `base` for one arm and measure its steps; returns the measurements and the base for
+    the next arm (this one's without its LoRA, or a fresh host base when sharded), the arm's trainer freed."""
+    from frost.config import config_from_dict
+    from frost.run.trainer import Trainer
+
+    trainer = Trainer(config_from_dict(_arm_sections(bench, arm, run_dir)), base=base)
+    if arm.naive:
+        use_naive_path(trainer)
+    records, peak = _timed_steps(trainer.train_step, bench.steps, base.device)
+    inst = trainer.train_set[0]
+    run = _ArmRun(
+        records=records,
+        peak_memory_bytes=peak,
+        decode=resolve_decode(trainer.config.model.decode, trainer.player, base.device),
+        prompt_tokens=len(inst.prompt_ids),
+        judge_tokens=inst.max_judge_length,
+        micro_batch=trainer.settings.text_batch,
+    )
+    if bench.fsdp_shards == 1:
+        base = dataclasses.replace(base, model=trainer.player.unload())  # the base without this arm's LoRA
+    del trainer
+    gc.collect()  # the arm's adapter, optimizer and kept decode caches go now, not at some later collection
+    if bench.fsdp_shards > 1:
+        base = _host_base(bench)
+    return run, base
+
+
+def _arm_step_flops(bench: _TrainingBench, arm: BenchArm, run: _ArmRun, shape: ModelShape) -> float:
+    """The estimated FLOPs of one of the arm's steps, from the sequences each pass ran on average."""
+    sampled_and_loss = bench.batch_size * arm.K * (1 + 2 * arm.epochs)
+    rereads = statistics.fmean(r["player_fwd_seqs"] - sampled_and_loss for r in run.records)
+    return step_flops(
+        shape, B=bench.batch_size, K=arm.K, L=bench.L, prompt=run.prompt_tokens, judge_len=run.judge_tokens,
+        judge_fwd=run.judge_seqs_mean("fwd"), judge_bwd=run.judge_seqs_mean("bwd"), updates=arm.epochs,
+        player_rereads=rereads,
+    )  # fmt: skip
+
+
+def _arm_row(
+    bench: _TrainingBench, arm: BenchArm, run: _ArmRun, flops: float, total_peak_flops: float
+) -> dict[str, Any]:
+    """One arm's row of `bench_training`'s result: medians of the phases and step time, throughput, memory and FLOPs
+    (`total_peak_flops`: the matmul peak over every rank)."""
+    from frost.run.metrics import PHASES
+
+    records = run.records
+    step_s = [r["time/step_s"] for r in records]
+    median = statistics.median(step_s)
+    return {
+        "label": arm.label,
+        "algorithm": arm.algorithm,
+        "K": arm.K,
+        "rule": arm.rule if arm.algorithm == "frost" else None,
+        "naive": arm.naive,
+        "rounds": arm.rounds,
+        "epochs": arm.epochs,
+        "B": bench.batch_size,
+        "L": bench.L,
+        **{p: statistics.median(r[p] for r in records) for p in PHASES},
+        "time/step_s": median,
+        "min_step_s": min(step_s),
+        "max_step_s": max(step_s),
+        "tokens_per_s": statistics.median(r["tokens"] / r["time/step_s"] for r in records),
+        "prompt_tokens": run.prompt_tokens,
+        "judge_tokens": run.judge_tokens,
+        "micro_batch": run.micro_batch,
+        "decode": run.decode,
+        "judge_fwd_seqs": records[0]["judge_fwd_seqs"],
+        "judge_bwd_seqs": records[0]["judge_bwd_seqs"],
+        "judge_fwd_seqs_mean": run.judge_seqs_mean("fwd"),
+        "judge_bwd_seqs_mean": run.judge_seqs_mean("bwd"),
+        "peak_memory_bytes": run.peak_memory_bytes,
+        "step_flops": flops,
+        "achieved_flops": flops / median,
+        "frac_of_matmul_peak": flops / median / total_peak_flops,
+    }
+
+
+def _training_header(bench: _TrainingBench, base: LoadedModel, peak_flops: float, world_size: int) -> dict[str, Any]:
+    """`bench_training`'s result before any arm: the machine, model and step shape, with an empty list of arms."""
+    return {
+        "machine": machine_description(base),
+        "model": base.name,
+        "game": bench.game,
+        "L": bench.L,
+        "B": bench.batch_size,
+        "steps_timed": bench.steps,
+        "matmul_peak_flops": peak_flops,
+        "world_size": world_size,
+        "fsdp_shards": bench.fsdp_shards,
+        "arms": [],
+    }
+
+
 def bench_training(
     model: str = "embedded",
     *,
@@ -426,126 +636,28 @@ def bench_training(
     """
     import tempfile
 
-    from frost.config import config_from_dict
     from frost.models import load_model
     from frost.run import distributed
-    from frost.run.metrics import PHASES
-    from frost.run.trainer import Trainer
 
     arms = list(arms) if arms is not None else default_arms(K)
     world = distributed.init_world(device, shard_size=fsdp_shards)
     where = distributed.rank_device(device, world)
-
-    def host_base() -> LoadedModel:
-        """A fresh base in host memory for an arm to shard onto the device (a sharded base takes one adapter)."""
-        from frost.models import resolve_device, resolve_dtype
-
-        at = resolve_device(where)
-        loaded = load_model(model, device="cpu", dtype=resolve_dtype(dtype, at), random_weights=random_weights)
-        return dataclasses.replace(loaded, device=at)
-
+    bench = _TrainingBench(
+        model=model, device=device, dtype=dtype, where=where, random_weights=random_weights, fsdp_shards=fsdp_shards,
+        game=game, game_params=game_params, L=L, batch_size=batch_size, steps=steps, overrides=overrides,
+    )  # fmt: skip
     if fsdp_shards > 1:
-        base = host_base()
+        base = _host_base(bench)
     elif base is None:
         base = load_model(model, device=where, dtype=dtype, random_weights=random_weights)
     shape = ModelShape.from_config(base.model.config)
     peak_flops = matmul_peak_flops(base.device, base.dtype)
-    out: dict[str, Any] = {
-        "machine": machine_description(base),
-        "model": base.name,
-        "game": game,
-        "L": L,
-        "B": batch_size,
-        "steps_timed": steps,
-        "matmul_peak_flops": peak_flops,
-        "world_size": world.size,
-        "fsdp_shards": fsdp_shards,
-        "arms": [],
-    }
+    out = _training_header(bench, base, peak_flops, world.size)
     with tempfile.TemporaryDirectory() as tmp:
         for n, arm in enumerate(arms):
-            sections: dict[str, dict[str, Any]] = {
-                "model": {
-                    "name": model,
-                    "device": device,
-                    "dtype": dtype,
-                    "random_weights": random_weights,
-                    "fsdp_shards": fsdp_shards,
-                },
-                "game": {"kind": game, "move_length": L, **(game_params or {})},
-                "frost": {"rule": arm.rule, **arm.sections()["frost"]},
-                "optim": {"lr": 1e-4},
-                "data": {"source": "handwritten", "validation_size": 0},
-                "train": {
-                    "algorithm": arm.algorithm,
-                    "K": arm.K,
-                    "batch_size": batch_size,
-                    "steps": steps + 1,
-                    **arm.sections()["train"],
-                    "val_every": 0,
-                    "checkpoint_every": 0,
-                    "run_dir": f"{tmp}/arm-{n}",
-                },
-            }
-            for key, values in (overrides or {}).items():
-                sections[key] = {**sections.get(key, {}), **values}
-            trainer = Trainer(config_from_dict(sections), base=base)
-            if arm.naive:
-                use_naive_path(trainer)
-            step = trainer.train_step
-            step()  # warm-up
-            _reset_peak_memory(base.device)
-            records = [step() for _ in range(steps)]
-            peak = peak_memory_bytes(base.device)
-            decode = resolve_decode(trainer.config.model.decode, trainer.player, base.device)
-            inst, micro_batch = trainer.train_set[0], trainer.settings.text_batch
-            if fsdp_shards == 1:
-                base = dataclasses.replace(base, model=trainer.player.unload())  # the base without this arm's LoRA
-            del trainer, step
-            gc.collect()  # the arm's adapter, optimizer and kept decode caches go now, not at some later collection
-            if fsdp_shards > 1:
-                base = host_base()
-            step_s = [r["time/step_s"] for r in records]
-            median = statistics.median(step_s)
-            fwd, bwd = records[0]["judge_fwd_seqs"], records[0]["judge_bwd_seqs"]
-            judge_seqs = [(r["judge_fwd_seqs"], r["judge_bwd_seqs"]) for r in records]
-            sampled_and_loss = batch_size * arm.K * (1 + 2 * arm.epochs)
-            rereads = statistics.fmean(r["player_fwd_seqs"] - sampled_and_loss for r in records)
-            flops = step_flops(
-                shape, B=batch_size, K=arm.K, L=L, prompt=len(inst.prompt_ids), judge_len=inst.max_judge_length,
-                judge_fwd=statistics.fmean(f for f, _ in judge_seqs),
-                judge_bwd=statistics.fmean(b for _, b in judge_seqs), updates=arm.epochs, player_rereads=rereads,
-            )  # fmt: skip
-            out["arms"].append(
-                {
-                    "label": arm.label,
-                    "algorithm": arm.algorithm,
-                    "K": arm.K,
-                    "rule": arm.rule if arm.algorithm == "frost" else None,
-                    "naive": arm.naive,
-                    "rounds": arm.rounds,
-                    "epochs": arm.epochs,
-                    "B": batch_size,
-                    "L": L,
-                    **{p: statistics.median(r[p] for r in records) for p in PHASES},
-                    "time/step_s": median,
-                    "min_step_s": min(step_s),
-                    "max_step_s": max(step_s),
-                    "tokens_per_s": statistics.median(r["tokens"] / r["time/step_s"] for r in records),
-                    "prompt_tokens": len(inst.prompt_ids),
-                    "judge_tokens": inst.max_judge_length,
-                    "micro_batch": micro_batch,
-                    "decode": decode,
-                    "judge_fwd_seqs": fwd,
-                    "judge_bwd_seqs": bwd,
-                    "judge_fwd_seqs_mean": statistics.fmean(f for f, _ in judge_seqs),
-                    "judge_bwd_seqs_mean": statistics.fmean(b for _, b in judge_seqs),
-                    "peak_memory_bytes": peak,
-                    "step_flops": flops,
-                    "achieved_flops": flops / median,
-                    "frac_of_matmul_peak": flops / median / (peak_flops * world.size),
-                }
-            )
+            run, base = _run_arm(bench, arm, base, f"{tmp}/arm-{n}")
+            flops = _arm_step_flops(bench, arm, run, shape)
+            out["arms"].append(_arm_row(bench, arm, run, flops, peak_flops * world.size))
     out["ratios"] = training_ratios(out["arms"])
     return out
 

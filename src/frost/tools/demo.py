@@ -14,13 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from frost.run import runlog
+from frost.run import metrics as run_metrics
 
 ARMS = (
     ("grpo-k8", "cpu-demo-grpo.yaml", "GRPO K=8"),
     ("frost-k4-taylor-gated", "cpu-demo-frost.yaml", "Frost K=4, taylor-gated (paper)"),
     ("frost-k4-judge-gated", "cpu-demo-frost-judge.yaml", "Frost K=4, judge-gated (ours)"),
 )
+DEMO_SCORE_ARGS = (
+    "score", "--begin", "Once upon a time, in a village", "--end", " and learning new things every day! One day, they "
+    "stumbled upon a magical forest full of vibrant colors and fascinating creatures.", "--move",
+    " there lived a curious kiwi named", "--top", "5", "--rule", "full",
+)  # fmt: skip
+"""The `frost score` example `frost demo` opens with."""
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 VAL_KEYS = {
     "best": "val/best_of_8",
@@ -52,7 +58,7 @@ def config_path(name: str) -> Path:
 
 def read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(training records, validation records) of a run."""
-    records = runlog.read(run_dir / "metrics.jsonl")
+    records = run_metrics.read_metrics(run_dir / "metrics.jsonl")
     return [r for r in records if "loss" in r], [r for r in records if "val/reward_mean" in r]
 
 

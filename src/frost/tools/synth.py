@@ -13,7 +13,7 @@ import itertools
 import json
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,102 @@ def _batches(items: list[GridItem], size: int) -> Iterator[tuple[int, list[GridI
         yield b // size, items[b : b + size]
 
 
+def _read_progress(out: Path, log_path: Path) -> tuple[set[int], dict[str, int], list[set[Any]]]:
+    """What an earlier run already wrote: the finished batches and the counts from the log, and the shingles of
+    the accepted stories in `out` (whose number is the accepted count)."""
+    done_batches: set[int] = set()
+    counts = {"accepted": 0, "too short": 0, "repetition loop": 0, "near-duplicate": 0}
+    if log_path.exists():
+        for line in log_path.read_text().splitlines():
+            entry = json.loads(line)
+            done_batches.add(entry["batch"])
+            for k, v in entry["counts"].items():
+                counts[k] = counts.get(k, 0) + v
+    accepted_sh: list[set[Any]] = []
+    if out.exists():
+        for line in out.read_text().splitlines():
+            accepted_sh.append(shingles(json.loads(line)["text"]))
+    counts["accepted"] = len(accepted_sh)
+    return done_batches, counts, accepted_sh
+
+
+def _generate_batch(
+    model: Any, tokenizer: Any, items: list[GridItem], batch: int, settings: SynthSettings
+) -> list[str]:
+    """Sample one story per item of batch number `batch` with that batch's own seed; the cleaned texts."""
+    from frost.games import render_prompt
+
+    device = model.get_input_embeddings().weight.device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompts = [
+        render_prompt(tokenizer, PROMPT.format(topic=i.topic, audience=i.audience, style=i.style)) for i in items
+    ]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+    attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    torch.manual_seed(settings.seed * 100_003 + batch)
+    with torch.inference_mode():
+        gen = model.generate(
+            input_ids=ids,
+            attention_mask=attn,
+            do_sample=True,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            repetition_penalty=settings.repetition_penalty,
+            max_new_tokens=settings.max_new_tokens,
+            pad_token_id=pad,
+        )
+    eos = [t for t in (tokenizer.eos_token_id, pad) if t is not None]
+    texts = []
+    for seq in gen[:, width:].tolist():
+        cut = next((n for n, t in enumerate(seq) if t in eos), len(seq))
+        texts.append(clean_story(tokenizer.decode(seq[:cut], skip_special_tokens=True)))
+    return texts
+
+
+def _screen_batch(
+    tokenizer: Any,
+    items: list[GridItem],
+    texts: list[str],
+    batch: int,
+    accepted_sh: list[set[Any]],
+    settings: SynthSettings,
+    keys: Iterable[str],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Accept or reject each story of a batch in order (adding the accepted ones' shingles to `accepted_sh`):
+    the rows to write and the batch's counts under `keys`."""
+    batch_counts = dict.fromkeys(keys, 0)
+    rows = []
+    for item, text in zip(items, texts, strict=True):
+        story_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        reason = rejection_reason(story_ids, text, accepted_sh, settings)
+        if reason is None:  # a batch is kept whole, so a resumed run writes what one run would
+            accepted_sh.append(shingles(text))
+            batch_counts["accepted"] += 1
+            rows.append({"id": item.id, "text": text, "topic": item.topic, "audience": item.audience,
+                         "style": item.style, "batch": batch})  # fmt: skip
+        else:
+            batch_counts[reason] += 1
+    return rows, batch_counts
+
+
+def _append_batch(
+    out: Path, log_path: Path, batch: int, rows: list[dict[str, Any]], batch_counts: dict[str, int]
+) -> None:
+    """Append a finished batch's accepted stories to `out` and its line to the log."""
+    with out.open("a") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    with log_path.open("a") as f:
+        f.write(json.dumps({"batch": batch, "counts": batch_counts}) + "\n")
+
+
+def _write_record(record_path: Path, record: dict[str, Any], counts: dict[str, int]) -> None:
+    """Set the record's counts and (re)write it."""
+    record["counts"] = counts
+    record_path.write_text(json.dumps(record, indent=1) + "\n")
+
+
 def synthesize(
     out: Path,
     *,
@@ -151,7 +247,6 @@ def synthesize(
     """
     from tqdm import tqdm
 
-    from frost.games import render_prompt
     from frost.models import load_model
 
     if target < 1:
@@ -162,19 +257,7 @@ def synthesize(
     out.parent.mkdir(parents=True, exist_ok=True)
     log_path = out.with_suffix(".log.jsonl")
     record_path = out.with_suffix(".record.json")
-    done_batches: set[int] = set()
-    counts = {"accepted": 0, "too short": 0, "repetition loop": 0, "near-duplicate": 0}
-    if log_path.exists():
-        for line in log_path.read_text().splitlines():
-            entry = json.loads(line)
-            done_batches.add(entry["batch"])
-            for k, v in entry["counts"].items():
-                counts[k] = counts.get(k, 0) + v
-    accepted_sh: list[set[Any]] = []
-    if out.exists():
-        for line in out.read_text().splitlines():
-            accepted_sh.append(shingles(json.loads(line)["text"]))
-    counts["accepted"] = len(accepted_sh)
+    done_batches, counts, accepted_sh = _read_progress(out, log_path)
     record = {
         "model": settings.model,
         "prompt_template": PROMPT,
@@ -182,58 +265,19 @@ def synthesize(
         "settings": asdict(settings),
         "grid": {"topics": len(TOPICS), "audiences": len(AUDIENCES), "styles": len(STYLES)},
     }
-    device = model.get_input_embeddings().weight.device
     bar = tqdm(total=target, initial=min(target, counts["accepted"]), disable=not progress, desc="stories")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for b, items in _batches(grid(settings.seed), settings.batch_size):
         if counts["accepted"] >= target:
             break
         if b in done_batches:
             continue
-        prompts = [
-            render_prompt(tokenizer, PROMPT.format(topic=i.topic, audience=i.audience, style=i.style)) for i in items
-        ]
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-        attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        torch.manual_seed(settings.seed * 100_003 + b)
-        with torch.inference_mode():
-            gen = model.generate(
-                input_ids=ids,
-                attention_mask=attn,
-                do_sample=True,
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-                repetition_penalty=settings.repetition_penalty,
-                max_new_tokens=settings.max_new_tokens,
-                pad_token_id=pad,
-            )
-        batch_counts = dict.fromkeys(counts, 0)
-        rows = []
-        for item, seq in zip(items, gen[:, width:].tolist(), strict=True):
-            eos = [t for t in (tokenizer.eos_token_id, pad) if t is not None]
-            cut = next((n for n, t in enumerate(seq) if t in eos), len(seq))
-            text = clean_story(tokenizer.decode(seq[:cut], skip_special_tokens=True))
-            story_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            reason = rejection_reason(story_ids, text, accepted_sh, settings)
-            if reason is None:  # a batch is kept whole, so a resumed run writes what one run would
-                accepted_sh.append(shingles(text))
-                batch_counts["accepted"] += 1
-                rows.append({"id": item.id, "text": text, "topic": item.topic, "audience": item.audience,
-                             "style": item.style, "batch": b})  # fmt: skip
-            else:
-                batch_counts[reason] += 1
-        with out.open("a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        with log_path.open("a") as f:
-            f.write(json.dumps({"batch": b, "counts": batch_counts}) + "\n")
+        texts = _generate_batch(model, tokenizer, items, b, settings)
+        rows, batch_counts = _screen_batch(tokenizer, items, texts, b, accepted_sh, settings, counts)
+        _append_batch(out, log_path, b, rows, batch_counts)
         for k, v in batch_counts.items():
             counts[k] += v
         bar.update(batch_counts["accepted"])
-        record["counts"] = counts
-        record_path.write_text(json.dumps(record, indent=1) + "\n")
+        _write_record(record_path, record, counts)
     bar.close()
-    record["counts"] = counts
-    record_path.write_text(json.dumps(record, indent=1) + "\n")
+    _write_record(record_path, record, counts)
     return counts

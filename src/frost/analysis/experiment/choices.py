@@ -34,6 +34,7 @@ from typing import Any
 from frost.analysis.stats import mean_ci, paired_summary
 from frost.errors import ConfigError
 from frost.run import runlog
+from frost.run.metrics import read_metrics
 
 CHECKPOINT_KINDS = ("last", "best_dev")
 
@@ -113,7 +114,7 @@ def grid_run_name(arm: str, index: int, seed: int) -> str:
 def validations(run_dir: Path) -> list[tuple[int, float]]:
     """(step, dev best-of-N) of each validation a run logged, in order."""
     out = []
-    for row in runlog.read(run_dir / "metrics.jsonl"):
+    for row in read_metrics(run_dir / "metrics.jsonl"):
         key = next((k for k in row if k.startswith("val/best_of_")), None)
         if key is not None:
             out.append((int(row["step"]), float(row[key])))

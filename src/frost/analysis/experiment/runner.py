@@ -73,6 +73,7 @@ from frost.analysis.stats import mean_ci, paired_summary, pm
 from frost.errors import ConfigError, read_yaml_file
 from frost.run import claims, runlog
 from frost.run.checkpoint import finished_step
+from frost.run.metrics import read_metrics
 
 EXPERIMENT_KEYS = {"out", "seeds", "set", "reference", "arms", "final", "grid", "choose", "test", "baselines"}
 ARM_KEYS = {"config", "set", "seeds"}
@@ -406,8 +407,8 @@ def _run_final(experiment: Experiment, final: FinalDiagnostics, note: Callable[[
 
 
 def _records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    rows = runlog.read(run_dir / "metrics.jsonl")
-    return [r for r in rows if "reward_mean" in r], [r for r in rows if "val/reward_mean" in r]
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    return [r for r in rows if "reward" in r], [r for r in rows if "val/reward_mean" in r]
 
 
 def best_by_text(run_dir: Path, step: int) -> dict[str, float]:
