@@ -8,7 +8,7 @@ STAMP := $(VENV)/.frost-installed
 # CPU wheel of torch, installed first and alone: a bare `torch` would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: .venv demo test lint typecheck pytest browser bench clean
+.PHONY: .venv demo test lint typecheck docs pytest browser bench clean
 
 .venv: $(STAMP)
 
@@ -30,6 +30,10 @@ lint: .venv
 typecheck: .venv
 	$(BIN)/mypy src/
 
+# the reference pages in docs/ as a site in site/, warnings as errors (broken links and anchors fail)
+docs: .venv
+	$(BIN)/mkdocs build --strict -q
+
 # the HTML report's browser test needs Chromium: install Debian's package when no browser is on PATH
 browser:
 	scripts/ensure-browser.sh
@@ -37,7 +41,7 @@ browser:
 pytest: .venv browser
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest
+test: lint typecheck docs pytest
 
 bench: .venv
 	$(BIN)/frost bench

@@ -50,10 +50,11 @@ meant the rule `taylor` (and `--mode full` the rule `full`)."""
 def estimating_rule(name: str) -> Rule:
     """A rule whose score is an estimate of the child's reward (T and/or O: taylor, full, judge-gated and their gated
     forms), by name or older name."""
-    rule = get_rule(OLDER_NAMES.get(name, name))
-    if not rule.estimates_reward:
+    rule = RULES.get(OLDER_NAMES.get(name, name))
+    if rule is None or not rule.estimates_reward:
         estimating = ", ".join(r.name for r in RULES.values() if r.estimates_reward)
-        raise ConfigError(f"rule {name!r} does not estimate rewards; use one of {estimating}")
+        problem = "does not estimate rewards" if rule is not None else "is not a rule"
+        raise ConfigError(f"{name!r} {problem}; use a rule that estimates rewards: {estimating} (or first-order)")
     return rule
 
 

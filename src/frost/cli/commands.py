@@ -204,7 +204,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     )
 
     if args.md is not None and (args.md.is_dir() or not args.md.parent.is_dir()):
-        raise ConfigError(f"--md: {args.md} is not a Markdown file in an existing folder; give e.g. --md README.md")
+        raise ConfigError(f"--md: {args.md} is not a Markdown file in an existing folder; e.g. --md docs/results.md")
     experiment = load_experiment(args.file)
     if args.summary_only:
         summary = write_summary(experiment)
