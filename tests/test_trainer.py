@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -133,6 +134,7 @@ def test_run_directory_outputs(tmp_path, embedded_tokenizer):
     metrics = read_metrics(tmp_path)
     train = [m for m in metrics if "loss" in m]
     val = [m for m in metrics if "val/reward_mean" in m]
+    assert [m["num_tokens"] for m in train] == list(itertools.accumulate(m["tokens"] for m in train))  # TRL's meaning
     assert [m["step"] for m in train] == [1, 2, 3, 4] and [m["step"] for m in val] == [0, 2, 4]
     for key in (
         "reward", "reward_std", "reward_best", "frac_reward_zero_std", "kl", "entropy", "frost/frac_replaced",

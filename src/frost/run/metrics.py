@@ -3,7 +3,7 @@ place: `group_summary` turns one group into a typed `GroupSummary` of plain numb
 `step_metrics` turns the step's summaries and counts into its metrics, `phase_metrics` the phase timer's `time/*`.
 
 Names are TRL's where the meaning is TRL's: `reward`, `reward_std`, `frac_reward_zero_std`, `kl`, `entropy`, `loss`,
-`grad_norm`, `learning_rate`, `num_tokens` (cumulative; the trainer adds it), `completions/{mean,min,max}_length`,
+`grad_norm`, `learning_rate`, `num_tokens` (since the run began), `completions/{mean,min,max}_length`,
 `clip_ratio/region_mean`. `read_metrics` reads the names older runs used (`RENAMED`)."""
 
 from __future__ import annotations
@@ -59,14 +59,14 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [upgrade_names(r) for r in runlog.read(path)]
 
 
-def phase_metrics(timer: PhaseTimer) -> dict[str, float]:
-    """The trainer's `time/*` keys from a step's phase timer."""
+def phase_metrics(timer: PhaseTimer, step_s: float) -> dict[str, float]:
+    """The trainer's `time/*` keys: the step's wall seconds `step_s` and each phase's from the step's phase timer."""
     t = timer.totals
     out = {f"time/{name}_s": t.get(name, 0.0) for name in ("sample", "judge_pass", "select", "children", "policy")}
     out |= {"time/reference_s": t.get("reference", 0.0), "time/optim_s": t.get("optim", 0.0)}
     out["time/judge_s"] = out["time/judge_pass_s"] + out["time/select_s"] + out["time/children_s"]
     out["time/loss_s"] = out["time/policy_s"] + out["time/reference_s"]
-    return {k: out[k] for k in PHASES}
+    return {"time/step_s": step_s} | {k: out[k] for k in PHASES}
 
 
 @dataclass
@@ -127,6 +127,8 @@ class StepCounts:
     world_size: int | None = None
     fsdp: tuple[int, int, int] | None = None
     """(ranks per copy of the base, this rank's decoder-layer bytes, the layers' whole bytes) under FSDP."""
+    tokens_before: int = 0
+    """Tokens through any model in the run's earlier steps (for the cumulative `num_tokens`)."""
 
 
 def step_metrics(
@@ -169,6 +171,7 @@ def step_metrics(
         metrics["updates"] = min(len(f) for f in counts.clip_fracs)
     if counts.player_passes is not None:
         metrics["player_fwd_seqs"], metrics["player_bwd_seqs"], metrics["tokens"] = counts.player_passes
+    metrics["num_tokens"] = counts.tokens_before + metrics["tokens"]
     metrics["train/skipped_steps"] = counts.skipped_steps
     if counts.world_size is not None:
         metrics["world_size"] = counts.world_size

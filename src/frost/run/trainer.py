@@ -244,15 +244,13 @@ class Trainer:
             judge_bwd_seqs=sum(part.judge_bwd_seqs for part in gathered),
             grad_norm=float(grad_norm), lr=self.optimizer.param_groups[0]["lr"], skipped_steps=self.skipped_steps,
             clip_fracs=clip_fracs, player_passes=passes, world_size=self.world.size if self.world.active else None,
-            fsdp=fsdp,
+            fsdp=fsdp, tokens_before=self.num_tokens,
         )  # fmt: skip
         metrics = step_metrics(
             self.step, summaries, counts, frost=t.algorithm == "frost", rounds=self.config.frost.rounds
         )
-        self.num_tokens += metrics["tokens"]
-        metrics["num_tokens"] = self.num_tokens
-        metrics["time/step_s"] = timer.clock() - start
-        metrics.update(phase_metrics(timer))
+        self.num_tokens = metrics["num_tokens"]
+        metrics.update(phase_metrics(timer, timer.clock() - start))
         return metrics
 
     # ---------------------------------------------------------------------------------------------- validation
