@@ -56,6 +56,19 @@ def without_times(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
 
 
+def kill_in_time(proc: subprocess.Popen, seconds: float, log: Path) -> None:
+    """SIGKILL `proc` after `seconds`, or as soon as its log reaches two steps before the end, whichever comes first:
+    a machine that got faster since the uninterrupted run was timed must not let the run finish unkilled."""
+    last = CONFIG["train"]["steps"] - 2
+    deadline = time.monotonic() + seconds
+    while proc.poll() is None:
+        steps = [r["step"] for r in runlog.read(log) if "loss" in r] if log.is_file() else []
+        if time.monotonic() >= deadline or (steps and steps[-1] >= last):
+            proc.send_signal(signal.SIGKILL)
+            return
+        time.sleep(0.05)
+
+
 def final_adapter(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(checkpoint.adapter_file(checkpoint.latest_checkpoint(run_dir))))
 
@@ -73,10 +86,7 @@ def test_a_run_killed_20_times_anywhere_resumes_to_the_uninterrupted_result(tmp_
         args = train_args(config, killed)
         if site == "time":
             proc = subprocess.Popen([*cli, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            try:
-                proc.wait(timeout=at * duration)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
+            kill_in_time(proc, at * duration, killed / "metrics.jsonl")
             err = proc.communicate(timeout=60)[1].decode()
             rc = proc.returncode
         else:
