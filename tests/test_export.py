@@ -115,7 +115,7 @@ def test_export_refuses_a_folder_that_holds_files_unless_forced(trained, tmp_pat
 
 
 def test_checkpoint_plays_the_trained_player_in_infill_and_score(trained, capsys):
-    from frost.analysis.infill import infill
+    from frost.analysis.infill import Refinement, infill
     from frost.games.inputs import instance_from_options
     from frost.judge import Judge
     from frost.models import forbidden_token_mask
@@ -131,8 +131,9 @@ def test_checkpoint_plays_the_trained_player_in_infill_and_score(trained, capsys
     inst = instance_from_options(game, 10**6, begin=BEGIN[1], end=END[1])
     forbidden = forbidden_token_mask(lm.tokenizer, player.get_input_embeddings().weight.shape[0], lm.device)
     want = infill(
-        Judge(player, context=player.disable_adapter), player, inst, K=3, rounds=1, rule="full-gated", D=2,
-        temperature=0.05, forbidden=forbidden, generator=torch.Generator().manual_seed(5),
+        Judge(player, context=player.disable_adapter), player, inst,
+        Refinement(K=3, rounds=1, rule="full-gated", D=2, temperature=0.05),
+        forbidden=forbidden, generator=torch.Generator().manual_seed(5),
     )  # fmt: skip
     assert [m["ids"] for m in runs["trained"]["moves"]] == [m[: inst.content_length(m)] for m in want.moves.tolist()]
     assert [m["ids"] for m in runs["trained"]["moves"]] != [m["ids"] for m in runs["base"]["moves"]]
@@ -140,3 +141,38 @@ def test_checkpoint_plays_the_trained_player_in_infill_and_score(trained, capsys
     assert main(["score", *common, "--move-ids", move, "--checkpoint", str(trained), "--rule", "taylor-gated"]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["reward"] == pytest.approx(runs["trained"]["moves"][0]["reward"], abs=1e-4)  # the judge: the base
+
+
+def test_one_function_builds_the_player_over_the_base_and_the_judge_as_the_base(trained):
+    """`run.checkpoint.player_and_judge`: with a checkpoint the adapter plays and the judge scores as the base (its
+    rewards equal those of the base model without any adapter); without one the base is both."""
+    from frost.games.inputs import instance_from_options
+    from frost.run.checkpoint import player_and_judge
+
+    lm = load_model("qwen3-tiny-shape", device="cpu")
+    game = build_game("infilling", lm.tokenizer, {"move_length": 4})
+    inst = instance_from_options(game, 10**6, begin=BEGIN[1], end=END[1])
+    moves = torch.randint(5, 90, (3, 4), generator=torch.Generator().manual_seed(1))
+    base_player, base_judge = player_and_judge(lm)
+    assert base_player is lm.model
+    want = base_judge.rewards(inst, moves)
+    player, judge = player_and_judge(lm, trained)
+    assert torch.allclose(judge.rewards(inst, moves), want, atol=1e-5)  # the judge: the base, adapter off
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad(), player.disable_adapter():
+        off = player(ids).logits
+    with torch.no_grad():
+        moved = (player(ids).logits - off).abs().max()
+    assert float(moved) > 1e-3  # the player: the adapter on
+
+
+def test_refinement_checks_its_fields_and_names_unknown_ones():
+    from frost.analysis.infill import Refinement
+    from frost.errors import ConfigError
+
+    assert Refinement.of(K=4, rule="judge-gated").group_settings().K == 4
+    assert Refinement.of(Refinement(D=3), tau=0.01).D == 3
+    for bad, field in (({"K": 0}, "K"), ({"rounds": -1}, "rounds"), ({"tau": 1.0}, "tau"), ({"rule": "best"}, "rule"),
+                       ({"temperature": 0.0}, "temperature"), ({"Dee": 4}, "Dee")):  # fmt: skip
+        with pytest.raises(ConfigError, match=field):
+            Refinement.of(**bad)

@@ -313,13 +313,13 @@ def test_round_diagnostic_counts_each_rounds_judge_work_and_lift(mixed_instances
 
 
 def test_infill_runs_the_training_rounds(instance):
-    from frost.analysis.infill import infill
+    from frost.analysis.infill import Refinement, infill
 
     player = make_tiny_llama(seed=8)
     judge = Judge(player)
     gen = torch.Generator().manual_seed(5)
-    res = infill(judge, player, instance, K=4, rounds=3, rule="full-gated", D=4, tau=1e-3,
-                 forbidden=torch.zeros(97, dtype=torch.bool), generator=gen)  # fmt: skip
+    how = Refinement(K=4, rounds=3, rule="full-gated", D=4, tau=1e-3)
+    res = infill(judge, player, instance, how, forbidden=torch.zeros(97, dtype=torch.bool), generator=gen)
     assert 1 <= len(res.rounds) <= 3
     assert all(r.frac_replaced > 0 for r in res.rounds[:-1])  # only the last round may replace nothing
     for a, b in itertools.pairwise(res.rounds):

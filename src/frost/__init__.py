@@ -13,6 +13,7 @@ from typing import Any
 _EXPORTS = {
     "improve": "frost.analysis.infill",
     "Improved": "frost.analysis.infill",
+    "Refinement": "frost.analysis.infill",
     "train": "frost.run.api",
     "RunResult": "frost.run.api",
     "RULES": "frost.rules",

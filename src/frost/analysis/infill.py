@@ -50,22 +50,73 @@ class InfillResult:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Refinement:
+    """How `infill` (and `frost.improve`, `frost infill`) refine one group at inference: sample `K` moves, then up to
+    `rounds` Frost rounds. Checked when built: a bad value raises `ConfigError` naming the field."""
+
+    K: int = 8
+    """Moves sampled from the player."""
+    rounds: int = 3
+    """Frost proposal+replacement rounds on the group (0: sampling alone); they stop early when one replaces
+    nothing."""
+    rule: str = "full-gated"
+    """The selection rule (`frost rules` lists them)."""
+    D: int = 16
+    """Candidates scored exactly per round."""
+    tau: float = 1e-4
+    """The gate on the player's own probability of a candidate token (in (0, 1))."""
+    temperature: float = 1.0
+    """The player's sampling temperature."""
+    rank_by: str = "reward"
+    """What the rounds rank candidates by (`frost.rules.check_rank_by`)."""
+
+    def __post_init__(self) -> None:
+        from frost.errors import ConfigError
+        from frost.rules import check_rank_by, check_tau, get_rule
+
+        for name in ("K", "D"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.rounds < 0:
+            raise ConfigError(f"rounds must be >= 0, got {self.rounds}")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        get_rule(self.rule)
+        check_tau(self.tau)
+        check_rank_by(self.rank_by)
+
+    @classmethod
+    def of(cls, base: Refinement | None = None, **changes: Any) -> Refinement:
+        """`base` (default: the defaults) with `changes`; an unknown name raises `ConfigError` listing the fields."""
+        from dataclasses import fields, replace
+
+        from frost.errors import ConfigError
+
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(changes) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]!r}; the refinement's settings are {', '.join(names)}")
+        return replace(base or cls(), **changes)
+
+    def group_settings(self) -> GroupSettings:
+        """The training step's settings for these rounds (the same `frost_rounds` trains)."""
+        return GroupSettings(
+            algorithm="frost", K=self.K, rule=self.rule, budget=self.D, tau=self.tau, rank_by=self.rank_by,
+            temperature=self.temperature, rounds=self.rounds,
+        )  # fmt: skip
+
+
 def infill(
     judge: Judge,
     player: Any,
     inst: GameInstance,
+    refinement: Refinement = Refinement(),
     *,
-    K: int = 8,
-    rounds: int = 3,
-    rule: str = "full-gated",
-    D: int = 16,
-    tau: float = 1e-4,
-    temperature: float = 1.0,
     forbidden: torch.Tensor,
     generator: torch.Generator | None = None,
-    rank_by: str = "reward",
 ) -> InfillResult:
-    """Sample K moves, then run `rounds` Frost proposal+replacement rounds on the group.
+    """Sample `refinement.K` moves, then run up to `refinement.rounds` Frost proposal+replacement rounds on the group.
 
     `forbidden` [V] are the model's forbidden tokens (`frost.models.forbidden_token_mask`); the game instance adds
     its own. Each round re-reads the player's distributions of the moves the last round replaced (one forward) so the
@@ -73,17 +124,15 @@ def infill(
     The group never gets worse: replacement only accepts strict improvements.
     """
     masks = move_masks(inst, forbidden)
-    sampled = shared_prefix_sampler(player, [inst], K, [masks], temperature, generator)[0]
+    sampled = shared_prefix_sampler(player, [inst], refinement.K, [masks], refinement.temperature, generator)[0]
     moves, rewards = sampled.moves, judge.rewards(inst, sampled.moves)
     initial_best = float(rewards.max())
     history: list[FrostRecord] = []
-    if rounds > 0:
-        settings = GroupSettings(
-            algorithm="frost", K=K, rule=rule, budget=D, tau=tau, rank_by=rank_by, temperature=temperature,
-            rounds=rounds,
-        )  # fmt: skip
+    if refinement.rounds > 0:
         text = FrostInput(inst, sampled.moves, sampled.logprobs, masks.content)
-        groups, _ = frost_rounds(player, judge, [text], settings, sampling_masks=[masks.sampling], generator=generator)
+        groups, _ = frost_rounds(
+            player, judge, [text], refinement.group_settings(), sampling_masks=[masks.sampling], generator=generator
+        )
         history = groups[0]
         moves, rewards = history[-1].moves, history[-1].rewards
     order = torch.argsort(rewards, descending=True)
@@ -117,43 +166,35 @@ def improve(
     end: str | list[int] | None = None,
     checkpoint: Any = None,
     move_length: int | None = None,
-    K: int = 8,
-    rounds: int = 3,
-    rule: str = "full-gated",
-    D: int = 16,
-    tau: float = 1e-4,
-    temperature: float = 1.0,
     seed: int = 0,
+    refinement: Refinement | None = None,
+    **settings: Any,
 ) -> Improved:
     """The best move for one game instance, in one call: sample `K` moves from the player, refine them with `rounds`
-    Frost rounds (`rule`, `D` children per round, gate `tau`), and return the best with its exact reward.
+    Frost rounds (`rule`, `D` candidates scored exactly per round, gate `tau`), and return the best with its exact
+    reward.
 
     `document`: the text the instance is made from (any game); for infilling, `begin` and `end` instead (text or
     token ids). `model`: a name (`embedded`, a hub id, a folder) or a `LoadedModel`; `checkpoint`: a run folder or
     checkpoint whose adapter plays (the judge stays the base). `move_length`: the game's move length (default: the
-    game's). The same code as `frost infill`.
+    game's). The refinement is `refinement` (default `Refinement()`) with `settings` changed, any of its fields by
+    name: `K=4, rounds=2, rule="judge-gated", D=4, tau=1e-4, temperature=1.0, rank_by="reward"`. The same code as
+    `frost infill`.
     """
     from frost.games.inputs import game_from_options, instance_from_options
     from frost.models import LoadedModel, forbidden_token_mask, load_model
-    from frost.proposal import check_tau, get_rule
+    from frost.run.checkpoint import player_and_judge
 
-    get_rule(rule)
-    check_tau(tau)
+    how = Refinement.of(refinement, **settings)
     lm = model if isinstance(model, LoadedModel) else load_model(str(model))
-    player, judge = lm.model, Judge(lm.model)
-    if checkpoint is not None:
-        from frost.run.checkpoint import load_players
-
-        player = load_players([checkpoint], lm)
-        judge = Judge(player, context=player.disable_adapter)
+    player, judge = player_and_judge(lm, checkpoint or ())
     played = game_from_options(game, lm.tokenizer, move_length=move_length)
     vocab = lm.model.get_input_embeddings().weight.shape[0]
     ids = {"begin_ids": begin, "end_ids": end} if isinstance(begin, list) or isinstance(end, list) else {}
     texts = {} if ids else {"begin": begin, "end": end}
     inst = instance_from_options(played, vocab, doc=document, **ids, **texts)  # type: ignore[arg-type]
     result = infill(
-        judge, player, inst, K=K, rounds=rounds, rule=rule, D=D, tau=tau, temperature=temperature,
-        forbidden=forbidden_token_mask(lm.tokenizer, vocab, lm.device),
+        judge, player, inst, how, forbidden=forbidden_token_mask(lm.tokenizer, vocab, lm.device),
         generator=torch.Generator(device=lm.device).manual_seed(seed),
     )  # fmt: skip
     out = result.to_json(played, inst)

@@ -22,7 +22,7 @@ from frost.judge import Judge
 from frost.models import LoadedModel, forbidden_token_mask
 from frost.moves import decision_mask, move_masks
 from frost.run.checkpoint import label as run_label
-from frost.run.checkpoint import load_players
+from frost.run.checkpoint import player_and_judge
 from frost.step import shared_prefix_sampler
 
 
@@ -126,8 +126,7 @@ def diagnose_samples(
     (JSON-ready results, Markdown)."""
     tokenizer = base.tokenizer
     names = (run_label(run_a), run_label(run_b))
-    player = load_players([run_a, run_b], base)
-    judge = Judge(player, context=player.disable_adapter)
+    player, judge = player_and_judge(base, [run_a, run_b])
     player.set_adapter("run0")
     groups_a = sample_groups(player, judge, instances, game, samples=samples, seed=seed)
     player.set_adapter("run1")

@@ -59,7 +59,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_infill(args: argparse.Namespace) -> int:
-    from frost.analysis.infill import infill
+    from frost.analysis.infill import Refinement, infill
     from frost.games.inputs import game_from_options
     from frost.models import forbidden_token_mask
 
@@ -67,9 +67,9 @@ def cmd_infill(args: argparse.Namespace) -> int:
     game = game_from_options(args.game, lm.tokenizer, move_length=args.L, gap=args.gap)
     inst = _instance(args, game, vocab(lm))
     player, judge = player_and_judge(args, lm)
+    how = Refinement(K=args.K, rounds=args.rounds, rule=args.rule, D=args.D, tau=args.tau, temperature=args.temperature)
     result = infill(
-        judge, player, inst, K=args.K, rounds=args.rounds, rule=args.rule, D=args.D, tau=args.tau,
-        temperature=args.temperature, forbidden=forbidden_token_mask(lm.tokenizer, vocab(lm), lm.device),
+        judge, player, inst, how, forbidden=forbidden_token_mask(lm.tokenizer, vocab(lm), lm.device),
         generator=torch.Generator(device=lm.device).manual_seed(args.seed),
     )  # fmt: skip
     print(json.dumps(result.to_json(game, inst)) if args.json else result.describe(game, inst))

@@ -48,14 +48,9 @@ def load(args: argparse.Namespace) -> Any:
 def player_and_judge(args: argparse.Namespace, lm: Any) -> tuple[Any, Any]:
     """The player (the base, or `--checkpoint`'s adapter over it) and the judge (always the base: the adapter
     switched off)."""
-    from frost.judge import Judge
+    from frost.run.checkpoint import player_and_judge as over_base
 
-    if getattr(args, "checkpoint", None) is None:
-        return lm.model, Judge(lm.model)
-    from frost.run.checkpoint import load_players
-
-    player = load_players([args.checkpoint], lm)
-    return player, Judge(player, context=player.disable_adapter)
+    return over_base(lm, getattr(args, "checkpoint", None) or ())
 
 
 def vocab(lm: Any) -> int:

@@ -155,6 +155,22 @@ def load_players(runs: list[Path], base: Any) -> Any:
     return player
 
 
+def player_and_judge(base: Any, checkpoints: Any = (), *, judge_batch_size: int = 16) -> tuple[Any, Any]:
+    """The player and its judge over one copy of the base weights (`base`, a loaded model).
+
+    Without checkpoints the base model is both. With a run folder or checkpoint (or a list of them) the player is
+    `load_players`' PeftModel with those adapters (named "run0", "run1", ...; the first active), and the judge is the
+    same weights with the adapters switched off, so the judge is always the base, as in training."""
+    from frost.judge import Judge
+
+    paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints or [])
+    if not paths:
+        return base.model, Judge(base.model, batch_size=judge_batch_size)
+    player = load_players([Path(p) for p in paths], base)
+    player.set_adapter("run0")
+    return player, Judge(player, batch_size=judge_batch_size, context=player.disable_adapter)
+
+
 @dataclass
 class TrainingState:
     """What a checkpoint restores besides the adapter and the optimizer."""

@@ -123,7 +123,7 @@ def evaluate_checkpoint(
     from frost.games import build_game
     from frost.models import forbidden_token_mask, load_model
     from frost.run import distributed
-    from frost.run.checkpoint import load_players, resolve_checkpoint, run_config
+    from frost.run.checkpoint import player_and_judge, resolve_checkpoint, run_config
     from frost.run.data import load_split, load_test_split
     from frost.step import shared_prefix_sampler
 
@@ -144,8 +144,7 @@ def evaluate_checkpoint(
         instances = load_test_split(config.data, game)
     else:
         instances = load_split(config.data, game).validation[: config.train.val_documents]
-    player = load_players([ckpt], lm)
-    judge = Judge(player, batch_size=m.judge_batch_size, context=player.disable_adapter)
+    player, judge = player_and_judge(lm, ckpt, judge_batch_size=m.judge_batch_size)
     vocab = lm.model.get_input_embeddings().weight.shape[0]
     forbidden = forbidden_token_mask(lm.tokenizer, vocab, lm.device)
     sampler = functools.partial(shared_prefix_sampler, decode=m.decode)
