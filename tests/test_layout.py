@@ -38,3 +38,34 @@ def test_no_function_or_class_is_longer_than_a_reader_takes_in_except_those_list
             if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and size > limit:
                 found[f"{where}.{node.name}"] = size
     assert set(found) == set(LONGER), {k: found.get(k) for k in set(found) ^ set(LONGER)}
+
+
+def public_definitions(tree: ast.Module) -> list[tuple[str, ast.AST]]:
+    """A module's public functions and classes, and the public methods of its public classes (nested helpers and
+    private names are the reader's business inside one body)."""
+    found: list[tuple[str, ast.AST]] = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_"):
+            found.append((node.name, node))
+            if isinstance(node, ast.ClassDef):
+                found += [
+                    (f"{node.name}.{m.name}", m)
+                    for m in node.body
+                    if isinstance(m, ast.FunctionDef) and not m.name.startswith("_")
+                ]
+    return found
+
+
+def test_every_public_function_class_and_method_has_a_docstring():
+    missing = [
+        f"{path.relative_to(PACKAGE).as_posix()}: {name}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for name, node in public_definitions(ast.parse(path.read_text()))
+        if ast.get_docstring(node) is None  # type: ignore[arg-type]
+    ]
+    assert not missing, missing
+
+
+def test_the_docstring_check_sees_a_missing_docstring():
+    tree = ast.parse('def f():\n    return 1\n\nclass C:\n    """C."""\n\n    def m(self):\n        pass\n')
+    assert [name for name, node in public_definitions(tree) if ast.get_docstring(node) is None] == ["f", "C.m"]

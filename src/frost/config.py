@@ -211,6 +211,8 @@ class DataConfig:
     by a final test phase (`load_test_split`); 0: no test split."""
 
     def validate(self) -> None:
+        """Raise `ConfigError` naming the field when a size is out of range or the test split overlaps the validation
+        documents."""
         if self.validation_size < 0:
             raise ConfigError(f"data.validation_size must be >= 0, got {self.validation_size}")
         if self.test_size < 0 or self.test_start < 0:
@@ -303,9 +305,11 @@ class Config:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole config as plain dicts (every section, every field)."""
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
+        """The whole config as YAML, in field order (what a run folder's config.yaml holds)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 

@@ -93,6 +93,7 @@ class JudgeEngine:
 
     @property
     def device(self) -> torch.device:
+        """Where the judge's weights live (its input embedding's device)."""
         return self.model.get_input_embeddings().weight.device
 
     @property

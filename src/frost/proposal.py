@@ -279,10 +279,12 @@ class FrostRecord:
 
     @property
     def best_before(self) -> float:
+        """The group's best exact reward before replacement."""
         return float(self.parent_rewards.max())
 
     @property
     def best_after(self) -> float:
+        """The group's best exact reward after replacement (never lower)."""
         return float(self.rewards.max())
 
     def summary(self) -> dict[str, Any]:

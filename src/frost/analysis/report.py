@@ -201,6 +201,7 @@ def final_table(runs: list[Run]) -> list[dict[str, Any]]:
 
 
 def table_markdown(rows: list[dict[str, Any]]) -> str:
+    """The final-values table as Markdown: per method its seeds, step and each panel's mean [min, max] over seeds."""
     head = "| method | seeds | step | " + " | ".join(title for _, title in PANELS) + " |"
     lines = [head, "|---" * (len(PANELS) + 3) + "|"]
     for row in rows:

@@ -39,6 +39,7 @@ class Group:
 
     @property
     def best(self) -> float:
+        """The group's best reward (best-of-k)."""
         return max(self.rewards)
 
 
@@ -64,6 +65,8 @@ def sample_groups(
 
 
 def table1(groups: list[Group]) -> dict[str, float]:
+    """Appendix D's Table 1 for one player: means over prompts of the group's mean and best reward, reward variance,
+    token entropy, and the judge's prefix and text cross-entropies."""
     return {
         "mean_reward": statistics.fmean(statistics.fmean(g.rewards) for g in groups),
         "best_of_k": statistics.fmean(g.best for g in groups),
@@ -75,6 +78,8 @@ def table1(groups: list[Group]) -> dict[str, float]:
 
 
 def table2(a: list[Group], b: list[Group]) -> dict[str, Any]:
+    """Appendix D's Table 2 for two players on the same prompts: head-to-head best-of-k, zero-variance groups and
+    best moves that copy the beginning (also on the prompts where `b`'s best move is not a copy)."""
     remaining = [i for i, g in enumerate(b) if not g.copy]
     return {
         "prompts": len(a),
@@ -167,6 +172,7 @@ def diagnose_samples(
 
 
 def write(result: dict[str, Any], markdown: str, out: Path) -> None:
+    """`samples.json` (the results) and `samples.md` (the tables) into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples.json").write_text(json.dumps(result, indent=1))
     (out / "samples.md").write_text(markdown + "\n")

@@ -63,6 +63,7 @@ class MoveReport:
         return [t.logprob for t in self.tokens]
 
     def to_json(self) -> dict[str, Any]:
+        """The report as `frost score --json` prints it."""
         return {
             "reward": self.reward,
             "rule": self.rule,

@@ -23,6 +23,7 @@ def _instance(args: argparse.Namespace, game: Any, vocab: int) -> Any:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    """`frost score`: one move's exact reward and its ranked single-token edits."""
     from frost.analysis.scoring import format_report, score_move
     from frost.games import resolve_spec
     from frost.games.inputs import check_ids, game_from_options, text_or_ids
@@ -59,6 +60,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_infill(args: argparse.Namespace) -> int:
+    """`frost infill`: the best move for one instance by sampling and Frost rounds (`frost.improve`'s code)."""
     from frost.analysis.infill import Refinement, infill
     from frost.games.inputs import game_from_options
     from frost.models import forbidden_token_mask
@@ -77,6 +79,7 @@ def cmd_infill(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
+    """`frost rules`: each selection rule with its one-line description."""
     from frost.rules import RULES
 
     for rule in RULES.values():
@@ -124,6 +127,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """`frost train`: one run from a config and overrides; exit 130 when stopped before its last step."""
     from frost.config import load_config
     from frost.run.trainer import Trainer
 
@@ -147,6 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    """`frost data synth` (write a story set with a model) and `frost data inspect` (what a source yields)."""
     if args.data_command == "synth":
         from frost.tools.synth import SynthSettings, synthesize
 
@@ -168,6 +173,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """`frost report`: figures, final.md and an HTML report of one or more runs."""
     from frost.analysis.report import write_report
 
     path = write_report(args.runs, args.out, x_axis=args.x, smooth=args.smooth)

@@ -101,5 +101,6 @@ def _diagnose_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
+    """`frost diagnose samples|rounds|selection`."""
     diagnostics = {"samples": _diagnose_samples, "rounds": _diagnose_rounds, "selection": _diagnose_selection}
     return diagnostics[args.diagnostic](args)

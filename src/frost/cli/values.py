@@ -15,6 +15,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: `frost score: error: ...`."""
 
     def error(self, message: str) -> NoReturn:
+        """One line naming the problem, exit code 2 (argparse's usage block is left out)."""
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 

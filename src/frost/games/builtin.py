@@ -64,6 +64,8 @@ def _start(on: bool) -> list[Part]:
 
 
 def infilling_spec(p: dict[str, Any]) -> GameSpec:
+    """Infilling: the player bridges the beginning and the end; the judge scores the move and the end after the
+    beginning (R = log P(y z | x))."""
     b, g, e, L = p["begin_tokens"], p["gap_tokens"], p["end_tokens"], p["move_length"]
     player = INFILLING_PROMPT.format(begin=f"{{doc:0:{b}}}", end=f"{{doc:{b + g}:{b + g + e}}}", gap=g, L=L)
     judge = [*_start(p["start"]), Part("doc", span=(0, b)), Part("move", scored=True)]
@@ -72,6 +74,8 @@ def infilling_spec(p: dict[str, Any]) -> GameSpec:
 
 
 def reverse_spec(p: dict[str, Any]) -> GameSpec:
+    """Reverse prompting: the move is a prompt after which the judge scores a target (the document's start or a
+    fixed text)."""
     t = p["target_tokens"]
     fixed = p["target_text"]
     target = Part("text", scored=True, text=fixed) if fixed else Part("doc", scored=True, span=(0, t))
@@ -81,6 +85,8 @@ def reverse_spec(p: dict[str, Any]) -> GameSpec:
 
 
 def title_spec(p: dict[str, Any]) -> GameSpec:
+    """Title: the judge scores the move as a title and the text after it; the move may not use the text's tokens
+    (the authors' demo game)."""
     s = p["text_tokens"]
     judge = (
         *_start(p["start"]),
@@ -94,6 +100,7 @@ def title_spec(p: dict[str, Any]) -> GameSpec:
 
 
 def condense_spec(p: dict[str, Any]) -> GameSpec:
+    """Condense: the move is a short stand-in after which the judge scores the whole text."""
     s = p["text_tokens"]
     judge = (*_start(p["start"]), Part("move"), Part("text", text="\n\n"), Part("doc", scored=True, span=(0, s)))
     move = MoveSpec(p["move_length"], stop=EOS_STOP)
@@ -101,6 +108,7 @@ def condense_spec(p: dict[str, Any]) -> GameSpec:
 
 
 def rlp_spec(p: dict[str, Any]) -> GameSpec:
+    """RLP: the move is a thought between a context and its continuation; the judge scores the continuation."""
     c, n = p["context_tokens"], p["target_tokens"]
     judge = (
         *_start(p["start"]),
@@ -172,14 +180,17 @@ class InfillingGame(SpecGame):
 
     @property
     def begin_tokens(self) -> int:
+        """Tokens of the beginning x the player is shown."""
         return int(self.params["begin_tokens"])
 
     @property
     def gap_tokens(self) -> int:
+        """Tokens of the original gap the move replaces."""
         return int(self.params["gap_tokens"])
 
     @property
     def end_tokens(self) -> int:
+        """Tokens of the end z the judge scores after the move."""
         return int(self.params["end_tokens"])
 
     @property
@@ -195,6 +206,7 @@ class InfillingGame(SpecGame):
         return list(ids[:b]), list(ids[b : b + g]), list(ids[b + g : b + g + e])
 
     def instance(self, ids: Sequence[int], *, source: str = "") -> GameInstance | None:
+        """The spec game's instance with the original gap's ids kept in `meta["gap_ids"]`, or None when too short."""
         inst = super().instance(ids, source=source)
         if inst is not None:
             b, g = self.begin_tokens, self.gap_tokens

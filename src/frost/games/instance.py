@@ -93,6 +93,7 @@ class GameInstance:
 
     @property
     def scores_anything(self) -> bool:
+        """Whether any judge token is scored (the move, or a non-empty scored span)."""
         return self.score_move or any(hi > lo for lo, hi in (*self.suffix_spans(), *self.prefix_scored))
 
     @property
@@ -173,9 +174,11 @@ class SkipReport:
 
     @property
     def total(self) -> int:
+        """Documents skipped, all reasons together."""
         return sum(self.counts.values())
 
     def summary(self) -> str:
+        """The counts in words, e.g. `3 shorter than 72 tokens`."""
         return ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
 
 

@@ -84,6 +84,7 @@ class GameSpec:
 
     @property
     def move_index(self) -> int:
+        """The position of the move among the judge's parts."""
         return next(i for i, p in enumerate(self.judge) if p.kind == "move")
 
     @property
@@ -94,6 +95,7 @@ class GameSpec:
         return max(ends, default=0)
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as plain dicts (what a game file holds)."""
         return asdict(self)
 
     def key(self) -> str:
@@ -207,10 +209,12 @@ class SpecGame:
 
     @property
     def name(self) -> str:
+        """The game's name (its spec's)."""
         return self.spec.name
 
     @property
     def move_length(self) -> int:
+        """L, the move's length in tokens (a move may stop earlier when the game allows a stop token)."""
         return self.spec.move.length
 
     def _static_forbidden(self) -> set[int]:

@@ -192,9 +192,11 @@ class ShardGroupAgreement(Agreement):
         return int(tensor.item())
 
     def smallest(self, n: int) -> int:
+        """The smallest `n` over the ranks of the group."""
         return self._reduce(n, torch.distributed.ReduceOp.MIN, "agreeing on a pass size")
 
     def any(self, flag: bool) -> bool:
+        """Whether any rank of the group raised `flag`."""
         return self._reduce(int(flag), torch.distributed.ReduceOp.MAX, "agreeing on an out-of-memory back-off") > 0
 
 

@@ -186,6 +186,7 @@ class MemoryPlan:
 
     @property
     def persistent_bytes(self) -> int:
+        """Memory held for the whole step (weights, LoRA and optimizer state), in bytes."""
         return sum(self.persistent.values())
 
     def transient(self, phase: str) -> int:
@@ -199,6 +200,7 @@ class MemoryPlan:
 
     @property
     def peak_phase(self) -> str:
+        """The phase whose persistent + transient memory is the largest."""
         peaks = self.phase_peaks
         return max(peaks, key=lambda name: peaks[name])
 
@@ -215,6 +217,7 @@ class MemoryPlan:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready dicts (settings, shape, every component, each phase's peak)."""
         return {
             "settings": dict(self.settings),
             "base_parameter_count": self.base_parameter_count,
@@ -519,6 +522,8 @@ class Fit:
 
 @dataclass(frozen=True)
 class FitReport:
+    """The largest K and B whose peak fits a memory budget, without and with gradient checkpointing."""
+
     budget_bytes: float
     at_B: int
     """The B at which K is searched."""

@@ -61,6 +61,7 @@ class DataCursor:
         random.Random(self.seed * 7919 + self.epoch).shuffle(self._order)
 
     def take(self, n: int) -> list[int]:
+        """The next `n` training indices, reshuffled at each epoch's end."""
         out = []
         for _ in range(n):
             if self.index >= self.size:
@@ -71,9 +72,11 @@ class DataCursor:
         return out
 
     def state(self) -> dict[str, int]:
+        """Where the cursor stands (a checkpoint stores it)."""
         return {"epoch": self.epoch, "index": self.index}
 
     def restore(self, state: dict[str, int]) -> None:
+        """Continue from a stored `state()` (the epoch's order is rebuilt from the seed)."""
         self.epoch, self.index = state["epoch"], state["index"]
         self._shuffle()
 

@@ -185,6 +185,7 @@ def bench_core(lm: LoadedModel, *, K: int = 8, L: int = 8, D: int = 64, repeats:
 
 
 def machine_description(lm: LoadedModel) -> str:
+    """The device in words: the GPU's name and dtype, or the CPU's architecture, threads, dtype and torch version."""
     if lm.device.type == "cuda":
         return f"{torch.cuda.get_device_name(lm.device)}, {lm.dtype}".replace("torch.", "")
     return (
@@ -321,6 +322,7 @@ class BenchArm:
 
     @property
     def label(self) -> str:
+        """The arm's name in tables: the algorithm and the settings that differ from a plain step."""
         extra = (f" rounds={self.rounds}" if self.rounds > 1 else "") + (
             f" ppo-clip epochs={self.epochs}" if self.epochs > 1 else ""
         )

@@ -40,6 +40,8 @@ VAL_KEYS = {
 
 @dataclass
 class ArmRun:
+    """One demo run: its arm, the label in tables, its seed and its run folder."""
+
     arm: str
     label: str
     seed: int

@@ -70,6 +70,8 @@ class SynthSettings:
 
 @dataclass(frozen=True)
 class GridItem:
+    """One story request: a topic for an audience in a style (its id names the three)."""
+
     id: str
     topic: str
     audience: str
@@ -92,11 +94,13 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 
 
 def shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    """The text's lower-cased word `n`-grams (for near-duplicate checks)."""
     words = [w.lower() for w in _WORD.findall(text)]
     return {tuple(words[i : i + n]) for i in range(max(0, len(words) - n + 1))}
 
 
 def jaccard(a: set[Any], b: set[Any]) -> float:
+    """|a & b| / |a | b| (0 for two empty sets)."""
     return len(a & b) / max(1, len(a | b))
 
 

@@ -55,6 +55,7 @@ class ChoiceRule:
     last: int = 3
 
     def describe(self, field: str) -> str:
+        """The rule in words, for `choices.json` and the summary (`field`: the grid's field)."""
         return (
             f"for each arm, the {field} whose grid run has the highest mean dev best-of-N over its last {self.last} "
             "validation steps (ties: the first value listed); each run's best dev step is its validation step with "
