@@ -119,3 +119,73 @@ def test_bad_grid_choose_and_test_blocks_are_one_line(tmp_path, capsys, change, 
     assert main(["experiment", str(path), "--summary-only"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and field in err
+
+
+def _fake_test(out: Path, run: str, step: int, rows: list[tuple[str, str, float]], digest: str) -> None:
+    """A test-phase result of `run` at `step`: per test text (doc, best move's text, its reward), shown text
+    SHOWN, evaluated under choices.json of SHA-256 `digest`."""
+    folder = out / "test" / run / f"step-{step:07d}"
+    folder.mkdir(parents=True)
+    samples = [{"doc": d, "shown": SHOWN, "moves": [{"text": t, "reward": r}, {"text": "zz", "reward": r - 5}]}
+               for d, t, r in rows]  # fmt: skip
+    (folder / "samples.jsonl").write_text("".join(json.dumps(x) + "\n" for x in samples))
+    (folder / "summary.json").write_text(json.dumps({"record_sha256": digest}))
+    (folder / "done.json").write_text("{}")
+
+
+SHOWN = "The sun beat down on the team as they walked"
+
+
+def test_the_test_summary_by_hand(tmp_path):
+    """Three seeds, two baselines: the headline baseline is the one better on dev; per-seed differences, the t
+    interval and the verdict by hand; the near-copy subset read the same way; a result evaluated under other choices
+    is not counted and is named."""
+    from frost.analysis.experiment.choices import test_summary, verdict
+    from frost.analysis.experiment.runner import test_markdown
+
+    out = tmp_path
+    dev = (("grpo", -200.0), ("passk", -199.0), ("frost", -198.0))
+    checkpoints = {f"{arm}-seed{s}": {"last": 96, "best_dev": 48, "best_dev_value": value}
+                   for arm, value in dev for s in (0, 1, 2)}  # fmt: skip
+    (out / "choices.json").write_text(json.dumps({"complete": True, "checkpoints": checkpoints}))
+    digest = hashlib.sha256((out / "choices.json").read_bytes()).hexdigest()
+    copy, fresh = " the sun beat down on the team", "a quiet bell rang far away"
+    for s, lift in ((0, 2.0), (1, 2.5), (2, 3.0)):
+        for step in (48, 96):
+            _fake_test(out, f"grpo-seed{s}", step, [("a", copy, -190.0), ("b", fresh, -200.0)], digest)
+            _fake_test(out, f"passk-seed{s}", step, [("a", copy, -190.0), ("b", fresh, -200.0)], digest)
+            # text a: frost's best is a near-copy variant of the baselines' and wins by lift; text b: a fresh move,
+            # also ahead by lift on the no-copy subset
+            ours = [
+                ("a", "The sun beat down on the team", -190.0 + lift),
+                ("b", "bells rang in the valley", -200.0 + lift),
+            ]
+            _fake_test(out, f"frost-seed{s}", step, ours, digest)
+    stale = out / "test" / "grpo-seed2" / "step-0000048" / "summary.json"
+    stale.write_text(json.dumps({"record_sha256": "0" * 64}))  # evaluated under other choices
+    seeds = {"grpo": [0, 1, 2], "passk": [0, 1, 2], "frost": [0, 1, 2]}
+    test = test_summary(out, json.loads((out / "choices.json").read_text()), ["grpo", "passk", "frost"],
+                        ["grpo", "passk"], seeds)  # fmt: skip
+    assert test["best_baseline"] == "passk" and test["choices_sha256"] == digest
+    assert test["missing"] == ["grpo-seed2 (best_dev)"]
+    assert test["arms"]["grpo"]["best_dev"]["seeds"] == 2 and test["arms"]["grpo"]["best_dev"]["seeds_expected"] == 3
+    head = next(p for p in test["pairs"] if p["arm"] == "frost" and p["against"] == "passk" and
+                p["checkpoint"] == "best_dev")  # fmt: skip
+    assert [q["mean"] for q in head["per_seed"]] == [2.0, 2.5, 3.0] and head["n"] == 6
+    assert head["over_seeds"]["ci95"] == pytest.approx(4.303 * 0.5 / 3**0.5) and head["verdict"] == "win"
+    assert head["wins_near_copy_of_baseline"] == 3  # text a, every seed
+    assert head["no_copy"]["n"] == 3 and [q["mean"] for q in head["no_copy"]["per_seed"]] == [2.0, 2.5, 3.0]
+    assert head["no_copy"]["verdict"] == "win"
+    against_grpo = next(p for p in test["pairs"] if p["arm"] == "frost" and p["against"] == "grpo" and
+                        p["checkpoint"] == "best_dev")  # fmt: skip
+    assert [q["seed"] for q in against_grpo["per_seed"]] == [0, 1] and against_grpo["seeds_expected"] == 3
+    assert against_grpo["verdict"] == "no difference shown"  # +2.25 +- 12.706 * 0.25 over two seeds
+    near = test["arms"]["grpo"]["last"]["near_copy"]["mean"]
+    assert near == pytest.approx(0.5)  # text a's copy is a near-copy of the shown text, text b's move is not
+    md = "\n".join(test_markdown(test))
+    assert "Headline: each arm minus the best baseline (passk" in md and "| frost | seed 0: +2.00" in md
+    assert "Not evaluated under this choices.json, not counted above: grpo-seed2 (best_dev)." in md
+    assert "2 of 3" in md
+    assert verdict({"mean": -3.0, "ci95": 1.0, "n": 3}) == "loss"
+    assert verdict({"mean": 3.0, "ci95": 4.0, "n": 3}) == "no difference shown"
+    assert verdict({"mean": 3.0, "ci95": float("nan"), "n": 1}) == "no difference shown"

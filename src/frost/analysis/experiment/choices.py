@@ -178,17 +178,48 @@ def test_folder(out: Path, run: str, step: int) -> Path:
     return out / "test" / run / f"step-{step:07d}"
 
 
-def test_best(out: Path, run: str, step: int) -> dict[str, dict[str, Any]] | None:
+def test_best(out: Path, run: str, step: int, digest: str | None = None) -> dict[str, dict[str, Any]] | None:
     """Per test text of one evaluated checkpoint: its best move (text, reward) and the shown text; None if the
-    checkpoint was not evaluated."""
-    path = test_folder(out, run, step) / "samples.jsonl"
-    if not path.is_file() or not (test_folder(out, run, step) / "done.json").is_file():
+    checkpoint was not evaluated, or (with `digest`, the SHA-256 of the current choices.json) if it was evaluated
+    under other choices (a stale result)."""
+    folder = test_folder(out, run, step)
+    path = folder / "samples.jsonl"
+    if not path.is_file() or not (folder / "done.json").is_file():
         return None
+    if digest is not None:
+        recorded = json.loads((folder / "summary.json").read_text()).get("record_sha256")
+        if recorded != digest:
+            return None
     best = {}
     for row in runlog.read(path):
         move = max(row["moves"], key=lambda m: m["reward"])
-        best[row["doc"]] = {"text": move["text"], "reward": move["reward"], "shown": row.get("shown", "")}
+        best[row["doc"]] = {"text": move["text"], "reward": move["reward"], "shown": row["shown"]}
     return best
+
+
+def verdict(over_seeds: dict[str, float]) -> str:
+    """The experiment files' rule for a win: the mean over seeds above 0 and its 95% t interval excluding 0 ("win"),
+    below 0 and excluding 0 ("loss"), otherwise "no difference shown" (also with fewer than two seeds)."""
+    mean, half = over_seeds.get("mean", math.nan), over_seeds.get("ci95", math.nan)
+    if over_seeds.get("n", 0) < 2 or not math.isfinite(mean) or not math.isfinite(half):
+        return "no difference shown"
+    if mean - half > 0:
+        return "win"
+    if mean + half < 0:
+        return "loss"
+    return "no difference shown"
+
+
+def best_baseline(choices: dict[str, Any], baselines: list[str], seeds: dict[str, list[int]]) -> str | None:
+    """The baseline each arm is finally read against, fixed on the dev texts before the test: the one whose runs
+    have the highest mean dev best-of-N at their best dev steps (ties: the first listed); None without choices."""
+    chosen = choices.get("checkpoints", {})
+    scores = []
+    for i, name in enumerate(baselines):
+        values = [chosen[f"{name}-seed{s}"]["best_dev_value"] for s in seeds[name] if f"{name}-seed{s}" in chosen]
+        if values:
+            scores.append((statistics.fmean(values), -i, name))
+    return max(scores)[2] if scores else None
 
 
 def test_summary(
@@ -196,15 +227,24 @@ def test_summary(
 ) -> dict[str, Any]:
     """The test phase's statistics: per arm and checkpoint kind, best-of-N over test texts (mean over seeds with a
     95% t interval) and the near-copy rate of the best moves; per arm against each baseline and checkpoint kind, the
-    difference per test text and seed, its mean per seed and a t interval over seeds, wins / losses / ties, the same
-    on the texts where neither best move is a near-copy of the shown text, and the wins whose best move is a
-    near-copy of the baseline's best move."""
+    difference per test text and seed, its mean per seed and a t interval over seeds, wins / losses / ties and the
+    verdict of `verdict`; the same on the texts where neither best move is a near-copy of the shown text; and the
+    wins whose best move is a near-copy of the baseline's best move. Only results evaluated under the current
+    choices.json count (its hash is compared with each result's); seeds without one are named in `missing`, and
+    every count of seeds is reported against the seeds expected. `best_baseline`: the baseline of the headline."""
     from frost.games import NEAR_COPY, copy_fraction, is_near_copy
+    from frost.run.evaluation import file_sha256
+
+    digest = file_sha256(out / "choices.json") if (out / "choices.json").is_file() else None
+    missing: list[str] = []
 
     def best(arm: str, seed: int, kind: str) -> dict[str, dict[str, Any]] | None:
         run = f"{arm}-seed{seed}"
         step = choices.get("checkpoints", {}).get(run, {}).get(kind)
-        return None if step is None else test_best(out, run, int(step))
+        found = None if step is None else test_best(out, run, int(step), digest)
+        if found is None and f"{run} ({kind})" not in missing:
+            missing.append(f"{run} ({kind})")
+        return found
 
     per_arm: dict[str, Any] = {}
     for arm in arms:
@@ -216,40 +256,60 @@ def test_summary(
                 if found:
                     means.append(statistics.fmean(x["reward"] for x in found.values()))
                     copies.append(statistics.fmean(is_near_copy(x["text"], x["shown"]) for x in found.values()))
-            per_arm[arm][kind] = {"best_of_n": mean_ci(means), "near_copy": mean_ci(copies), "seeds": len(means)}
+            per_arm[arm][kind] = {
+                "best_of_n": mean_ci(means), "near_copy": mean_ci(copies), "seeds": len(means),
+                "seeds_expected": len(seeds[arm]),
+            }  # fmt: skip
     pairs: list[dict[str, Any]] = []
     for baseline in baselines:
         for arm in arms:
             if arm == baseline:
                 continue
             for kind in CHECKPOINT_KINDS:
-                diffs, clean, per_seed, variants = [], [], [], 0
-                for seed in sorted(set(seeds[arm]) & set(seeds[baseline])):
+                expected = sorted(set(seeds[arm]) & set(seeds[baseline]))
+                diffs, per_seed, clean, clean_per_seed, variants = [], [], [], [], 0
+                for seed in expected:
                     mine, theirs = best(arm, seed, kind), best(baseline, seed, kind)
                     if not mine or not theirs:
                         continue
                     docs = sorted(mine.keys() & theirs.keys())
+                    if not docs:
+                        continue
                     d = [mine[x]["reward"] - theirs[x]["reward"] for x in docs]
                     per_seed.append({"seed": seed, "mean": statistics.fmean(d), "n": len(d)})
                     diffs += d
-                    for x, dx in zip(docs, d, strict=True):
-                        ours, base = mine[x], theirs[x]
-                        if not is_near_copy(ours["text"], ours["shown"]) and not is_near_copy(
-                            base["text"], base["shown"]
-                        ):
-                            clean.append(dx)
-                        if dx > 0 and copy_fraction(ours["text"], base["text"]) >= NEAR_COPY:
-                            variants += 1
+                    kept = [
+                        dx for x, dx in zip(docs, d, strict=True)
+                        if not is_near_copy(mine[x]["text"], mine[x]["shown"])
+                        and not is_near_copy(theirs[x]["text"], theirs[x]["shown"])
+                    ]  # fmt: skip
+                    if kept:
+                        clean_per_seed.append({"seed": seed, "mean": statistics.fmean(kept), "n": len(kept)})
+                        clean += kept
+                    variants += sum(
+                        dx > 0 and copy_fraction(mine[x]["text"], theirs[x]["text"]) >= NEAR_COPY
+                        for x, dx in zip(docs, d, strict=True)
+                    )
                 if not diffs:
                     continue
+                summary = paired_summary(diffs, per_seed)
+                no_copy = paired_summary(clean, clean_per_seed)
                 pairs.append(
                     {
                         "arm": arm,
                         "against": baseline,
                         "checkpoint": kind,
-                        **paired_summary(diffs, per_seed),
-                        "no_copy": {**mean_ci(clean), "wins": sum(d > 0 for d in clean)},
+                        **summary,
+                        "seeds_expected": len(expected),
+                        "verdict": verdict(summary["over_seeds"]),
+                        "no_copy": {**no_copy, "verdict": verdict(no_copy["over_seeds"])},
                         "wins_near_copy_of_baseline": variants,
                     }
                 )
-    return {"arms": per_arm, "pairs": pairs}
+    return {
+        "arms": per_arm,
+        "pairs": pairs,
+        "best_baseline": best_baseline(choices, baselines, seeds),
+        "choices_sha256": digest,
+        "missing": missing,
+    }

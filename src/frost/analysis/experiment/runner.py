@@ -668,10 +668,14 @@ def choices_markdown(choices: dict[str, Any]) -> list[str]:
 
 
 def test_markdown(test: dict[str, Any]) -> list[str]:
-    """The test phase's tables."""
+    """The test phase's tables: the headline (each arm against the best baseline at its best dev checkpoint), per
+    arm and checkpoint, and every pair; nothing before the test phase has run."""
+    if not any(t["seeds"] for kinds in test["arms"].values() for t in kinds.values()):
+        return []
     lines = [
         "",
-        "Test split (read once, after every choice): best-of-N per arm and checkpoint, mean over seeds +- 95% t "
+        "Test split (read once, after every choice; results evaluated under choices.json "
+        f"`{str(test.get('choices_sha256'))[:12]}`): best-of-N per arm and checkpoint, mean over seeds +- 95% t "
         "interval, and the near-copy rate of the best moves (at least 70% of the move's words a run of the shown "
         "text):",
         "",
@@ -680,11 +684,29 @@ def test_markdown(test: dict[str, Any]) -> list[str]:
     ]
     for arm, kinds in test["arms"].items():
         for kind, t in kinds.items():
-            if t["seeds"]:
-                b, c = t["best_of_n"], t["near_copy"]
-                lines.append(
-                    f"| {arm} | {kind} | {t['seeds']} | {pm(b['mean'], b['ci95'])} | {pm(c['mean'], c['ci95'])} |"
-                )
+            b, c = t["best_of_n"], t["near_copy"]
+            seeds = f"{t['seeds']} of {t.get('seeds_expected', t['seeds'])}"
+            cells = f"{pm(b['mean'], b['ci95'])} | {pm(c['mean'], c['ci95'])}" if t["seeds"] else "- | -"
+            lines.append(f"| {arm} | {kind} | {seeds} | {cells} |")
+    best = test.get("best_baseline")
+    headline = [p for p in test["pairs"] if p["against"] == best and p["checkpoint"] == "best_dev"]
+    if headline:
+        lines += [
+            "",
+            f"Headline: each arm minus the best baseline ({best}: the highest mean dev best-of-N at its best dev "
+            "steps, fixed before the test), at each run's best dev checkpoint; the verdict: a win when the mean over "
+            "seeds is above 0 and its 95% t interval excludes 0, a loss when below and excluding 0:",
+            "",
+            "| arm | per seed | over seeds +- 95% CI | verdict | no near-copy: over seeds +- 95% CI (pairs) |",
+            "|---|---|---|---|---|",
+        ]
+        for p in headline:
+            per_seed = ", ".join(f"seed {q['seed']}: {q['mean']:+.2f}" for q in p["per_seed"])
+            over, clean = p["over_seeds"], p["no_copy"]
+            lines.append(
+                f"| {p['arm']} | {per_seed} | {pm(over['mean'], over['ci95'], '+.2f')} | {p['verdict']} "
+                f"| {pm(clean['over_seeds']['mean'], clean['over_seeds']['ci95'], '+.2f')} ({clean['n']}) |"
+            )
     if test["pairs"]:
         lines += [
             "",
@@ -692,18 +714,24 @@ def test_markdown(test: dict[str, Any]) -> list[str]:
             "move is a near-copy of the shown text; wins whose best move is a near-copy of the baseline's best move:",
             "",
             "| arm | against | checkpoint | pairs | mean +- SE | wins / losses / ties | per seed (won) | over seeds "
-            "+- 95% CI | no near-copy: pairs, mean +- SE, wins | wins that vary the baseline's move |",
-            "|---|---|---|---:|---|---|---|---|---|---:|",
+            "+- 95% CI | verdict | no near-copy: pairs, over seeds +- 95% CI, wins | wins that vary the baseline's "
+            "move |",
+            "|---|---|---|---:|---|---|---|---|---|---|---:|",
         ]
         for p in test["pairs"]:
             per_seed = ", ".join(f"{q['mean']:+.2f}" for q in p["per_seed"])
             over, clean = p["over_seeds"], p["no_copy"]
+            expected = p.get("seeds_expected", len(p["per_seed"]))
             lines.append(
                 f"| {p['arm']} | {p['against']} | {p['checkpoint']} | {p['n']} | {pm(p['mean'], p['se'], '+.2f')} "
-                f"| {p['wins']} / {p['losses']} / {p['ties']} | {per_seed} ({p['seeds_won']} of {len(p['per_seed'])}) "
-                f"| {pm(over['mean'], over['ci95'], '+.2f')} | {clean['n']}, {pm(clean['mean'], clean['se'], '+.2f')}, "
-                f"{clean['wins']} | {p['wins_near_copy_of_baseline']} |"
+                f"| {p['wins']} / {p['losses']} / {p['ties']} | {per_seed} ({p['seeds_won']} won; "
+                f"{len(p['per_seed'])} of {expected} seeds) | {pm(over['mean'], over['ci95'], '+.2f')} "
+                f"| {p.get('verdict', '')} | {clean['n']}, "
+                f"{pm(clean['over_seeds']['mean'], clean['over_seeds']['ci95'], '+.2f')}, {clean['wins']} "
+                f"| {p['wins_near_copy_of_baseline']} |"
             )
+    if test.get("missing"):
+        lines += ["", "Not evaluated under this choices.json, not counted above: " + ", ".join(test["missing"]) + "."]
     return lines
 
 
