@@ -189,3 +189,39 @@ def test_the_test_summary_by_hand(tmp_path):
     assert verdict({"mean": -3.0, "ci95": 1.0, "n": 3}) == "loss"
     assert verdict({"mean": 3.0, "ci95": 4.0, "n": 3}) == "no difference shown"
     assert verdict({"mean": 3.0, "ci95": float("nan"), "n": 1}) == "no difference shown"
+
+
+def _finished_run(run_dir: Path, steps: int, best: float) -> None:
+    """A run folder whose checkpoint reached `steps`, validated at 0 and `steps` (dev best-of-2 `best` at the end)."""
+    ckpt = run_dir / "checkpoints" / f"step-{steps:07d}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.json").write_text(json.dumps({"step": steps}))
+    (run_dir / "checkpoints" / "latest").write_text(ckpt.name)
+    rows = [{"step": 0, "val/best_of_2": -9.0}, {"step": steps, "val/best_of_2": best}]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_an_arm_chosen_last_trains_its_other_seeds_before_the_choices_are_complete(tmp_path):
+    """The last arm's grid finishes after every other planned run: choosing it adds its other seeds to the plan, so
+    choices.json is not marked complete (nor its checkpoints read) before they have trained."""
+    from frost.analysis.experiment.runner import update_choices
+
+    out = tmp_path / "out"
+    experiment = load_experiment(write(tmp_path, out))
+    steps = 2
+    for arm in ("grpo", "frost"):
+        for i in (0, 1):
+            _finished_run(out / "runs" / f"{arm}-G{i}-seed0", steps, -5.0 - i)
+    first = update_choices(experiment)
+    assert set(first["arms"]) == {"grpo", "frost"} and not first.get("complete")
+    # now as if frost had been chosen last: only grpo's choice on disk, grpo's seed 1 finished
+    choices = json.loads((out / "choices.json").read_text())
+    del choices["arms"]["frost"]
+    (out / "choices.json").write_text(json.dumps(choices))
+    (out / "runs" / "frost-seed0").unlink()
+    _finished_run(out / "runs" / "grpo-seed1", steps, -4.0)
+    again = update_choices(experiment)
+    assert set(again["arms"]) == {"grpo", "frost"} and not again.get("complete")  # frost-seed1 has not trained
+    _finished_run(out / "runs" / "frost-seed1", steps, -4.5)
+    done = update_choices(experiment)
+    assert done["complete"] and done["checkpoints"]["frost-seed1"]["best_dev"] == steps

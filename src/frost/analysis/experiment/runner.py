@@ -267,6 +267,10 @@ def update_choices(experiment: Experiment) -> dict[str, Any]:
         changed = True
     for name, choice in choices["arms"].items():
         link_chosen_run(runs_dir, name, grid.seed, choice["run"])
+    if changed:  # before planning: the plan reads choices.json, and an arm chosen just now adds its other seeds
+        choices["rule"] = experiment.choose.describe(grid.field)
+        choices["grid"] = {"field": grid.field, "values": list(grid.values), "seed": grid.seed}
+        write_choices(experiment.out, choices)
     plan = planned_runs(experiment)
     all_chosen = len(choices["arms"]) == len(experiment.arms)
     if all_chosen and not choices.get("complete"):
@@ -280,11 +284,7 @@ def update_choices(experiment: Experiment) -> dict[str, Any]:
                 choices["checkpoints"][run_dir.name] = {"last": last, "best_dev": best, "best_dev_value": value,
                                                         "arm": arm.name}  # fmt: skip
             choices["complete"] = True
-            changed = True
-    if changed:
-        choices["rule"] = experiment.choose.describe(grid.field)
-        choices["grid"] = {"field": grid.field, "values": list(grid.values), "seed": grid.seed}
-        write_choices(experiment.out, choices)
+            write_choices(experiment.out, choices)
     return choices
 
 
