@@ -77,7 +77,9 @@ def test_grid_choices_then_one_test_phase(tmp_path, capsys):
             folder = out / "test" / run / f"step-{chosen[kind]:07d}"
             summary = json.loads((folder / "summary.json").read_text())
             assert summary["record_sha256"] == digest and summary["split"] == "test" and summary["texts"] == 2
-            test_docs |= {json.loads(x)["doc"] for x in (folder / "samples.jsonl").read_text().splitlines()}
+            rows = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
+            test_docs |= {r["doc"] for r in rows}
+            assert all(len(r["shown_parts"]) == 2 and r["shown"] == r["shown_parts"][0] for r in rows)  # x, then z
     assert len(test_docs) == 2
     for run in runs.iterdir():  # the runs' own validations never saw a test text
         played = {json.loads(x)["doc"] for x in (run / "samples.jsonl").read_text().splitlines()}
@@ -126,14 +128,15 @@ def _fake_test(out: Path, run: str, step: int, rows: list[tuple[str, str, float]
     SHOWN, evaluated under choices.json of SHA-256 `digest`."""
     folder = out / "test" / run / f"step-{step:07d}"
     folder.mkdir(parents=True)
-    samples = [{"doc": d, "shown": SHOWN, "moves": [{"text": t, "reward": r}, {"text": "zz", "reward": r - 5}]}
-               for d, t, r in rows]  # fmt: skip
+    samples = [{"doc": d, "shown": SHOWN, "shown_parts": [SHOWN, END],
+                "moves": [{"text": t, "reward": r}, {"text": "zz", "reward": r - 5}]} for d, t, r in rows]  # fmt: skip
     (folder / "samples.jsonl").write_text("".join(json.dumps(x) + "\n" for x in samples))
     (folder / "summary.json").write_text(json.dumps({"record_sha256": digest}))
     (folder / "done.json").write_text("{}")
 
 
 SHOWN = "The sun beat down on the team as they walked"
+END = "A quiet bell rang far away in the hills."
 
 
 def test_the_test_summary_by_hand(tmp_path):
@@ -182,6 +185,8 @@ def test_the_test_summary_by_hand(tmp_path):
     assert against_grpo["verdict"] == "no difference shown"  # +2.25 +- 12.706 * 0.25 over two seeds
     near = test["arms"]["grpo"]["last"]["near_copy"]["mean"]
     assert near == pytest.approx(0.5)  # text a's copy is a near-copy of the shown text, text b's move is not
+    assert test["arms"]["grpo"]["last"]["near_copy_any_part"]["mean"] == pytest.approx(1.0)  # b's copies the end
+    assert test["arms"]["frost"]["last"]["near_copy_any_part"]["mean"] == pytest.approx(0.5)
     md = "\n".join(test_markdown(test))
     assert "Headline: each arm minus the best baseline (passk" in md and "| frost | seed 0: +2.00" in md
     assert "Not evaluated under this choices.json, not counted above: grpo-seed2 (best_dev)." in md

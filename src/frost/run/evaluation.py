@@ -42,7 +42,8 @@ def score_samples(
     shown: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per text: a row (mean, best, var, entropy, copy, length of its `samples` moves) and a samples record (step,
-    doc, the moves as text with their exact rewards; with `shown`, the text the player was shown). `sample(insts,
+    doc, the moves as text with their exact rewards; with `shown`, the text the player was shown: the copy metric's
+    text (`shown`) and every shown part of the document (`shown_parts`; infilling's beginning and end)). `sample(insts,
     N, generators)` draws the moves; `text_batch` texts at a time (0: all)."""
     rows, records = [], []
     for chunk in text_chunks(list(zip(instances, generators, strict=True)), text_batch):
@@ -69,8 +70,9 @@ def score_samples(
                 "doc": inst.source,
                 "moves": [{"text": x, "reward": r} for x, r in zip(texts, rewards, strict=True)],
             }
-            if shown:
+            if shown:  # the copy metric's text, and every part of the document the player's prompt showed
                 record["shown"] = game.shown_text(inst)
+                record["shown_parts"] = [str(t) for t in inst.meta.get("shown_text", [])]
             records.append(record)
     return rows, records
 

@@ -677,16 +677,19 @@ def test_markdown(test: dict[str, Any]) -> list[str]:
         "Test split (read once, after every choice; results evaluated under choices.json "
         f"`{str(test.get('choices_sha256'))[:12]}`): best-of-N per arm and checkpoint, mean over seeds +- 95% t "
         "interval, and the near-copy rate of the best moves (at least 70% of the move's words a run of the shown "
-        "text):",
+        "text: the copy metric's, infilling's beginning; beside it, of any part of the document the player was "
+        "shown):",
         "",
-        "| arm | checkpoint | seeds | test best-of-N | near-copy best moves |",
-        "|---|---|---:|---|---|",
+        "| arm | checkpoint | seeds | test best-of-N | near-copy best moves | near-copy of any shown part |",
+        "|---|---|---:|---|---|---|",
     ]
     for arm, kinds in test["arms"].items():
         for kind, t in kinds.items():
             b, c = t["best_of_n"], t["near_copy"]
+            a = t.get("near_copy_any_part", {"n": 0})
             seeds = f"{t['seeds']} of {t.get('seeds_expected', t['seeds'])}"
-            cells = f"{pm(b['mean'], b['ci95'])} | {pm(c['mean'], c['ci95'])}" if t["seeds"] else "- | -"
+            part = pm(a["mean"], a["ci95"]) if a["n"] else "-"
+            cells = f"{pm(b['mean'], b['ci95'])} | {pm(c['mean'], c['ci95'])} | {part}" if t["seeds"] else "- | - | -"
             lines.append(f"| {arm} | {kind} | {seeds} | {cells} |")
     best = test.get("best_baseline")
     headline = [p for p in test["pairs"] if p["against"] == best and p["checkpoint"] == "best_dev"]
