@@ -23,6 +23,7 @@ test texts) with `train.keep_adapters: true`. The experiment then runs in phases
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -240,11 +241,13 @@ def test_summary(
     digest = file_sha256(out / "choices.json") if (out / "choices.json").is_file() else None
     missing: list[str] = []
 
+    @functools.cache
     def best(arm: str, seed: int, kind: str) -> dict[str, dict[str, Any]] | None:
+        """One checkpoint's test result, read once however many tables use it."""
         run = f"{arm}-seed{seed}"
         step = choices.get("checkpoints", {}).get(run, {}).get(kind)
         found = None if step is None else test_best(out, run, int(step), digest)
-        if found is None and f"{run} ({kind})" not in missing:
+        if found is None:
             missing.append(f"{run} ({kind})")
         return found
 
