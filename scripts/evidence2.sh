@@ -1,6 +1,6 @@
 #!/bin/bash
-# Run the second evidence experiment (experiments/evidence2-*.yaml) in the background, one worker per game file with
-# one thread each, from a worktree pinned at the commit that started it (so later changes to main never alter a run
+# Run the second evidence experiment (experiments/evidence2-*.yaml) in the background, two workers with one thread
+# each, from a worktree pinned at the commit that started it (so later changes to main never alter a run
 # halfway) and a venv of its own. Idempotent: it sets up what is missing and resumes every run from its checkpoint.
 # Usage, from the repository root:  scripts/evidence2.sh        (logs: /work/evidence2/worker-*.log)
 #                                   scripts/evidence2.sh stop   (SIGTERM: each worker saves and pauses)
@@ -28,12 +28,22 @@ if [ ! -x "$VENV/bin/python" ]; then
     make .venv
     cp -a .venv "$VENV"
 fi
-for game in infilling title; do
-    if pgrep -f "frost experiment experiments/evidence2-$game.yaml" > /dev/null; then
-        echo "$game: a worker is running"
-        continue
+# Two workers with one thread each. Worker 1 trains the infilling file's runs, then joins worker 2 on the title file
+# (its runs take about twice as long); the two share a file's runs through claims. A pid file per worker tells a
+# restart which are still running.
+start_worker() {  # start_worker N GAME...: worker N runs each game's file in turn, stopping at a pause (exit 130)
+    local worker=$1
+    shift
+    local pidfile="$DIR/worker-$worker.pid"
+    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2> /dev/null; then
+        echo "worker $worker: running (pid $(cat "$pidfile"))"
+        return
     fi
-    (cd "$DIR" && PYTHONPATH="$DIR/src" nohup "$VENV/bin/python" -m frost experiment "experiments/evidence2-$game.yaml" \
-        --threads 1 --no-progress >> "worker-$game.log" 2>&1 < /dev/null &) > /dev/null 2>&1 < /dev/null
-    echo "$game: worker started (log $DIR/worker-$game.log)"
-done
+    (cd "$DIR" && PYTHONPATH="$DIR/src" nohup bash -c 'for game in "${@:2}"; do
+            "$1" -m frost experiment "experiments/evidence2-$game.yaml" --threads 1 --no-progress || exit $?
+        done' worker "$VENV/bin/python" "$@" >> "worker-$worker.log" 2>&1 < /dev/null &
+        echo $! > "$pidfile") > /dev/null 2>&1 < /dev/null
+    echo "worker $worker: started on $* (log $DIR/worker-$worker.log)"
+}
+start_worker 1 infilling title
+start_worker 2 title
