@@ -5,6 +5,8 @@
 # Usage, from the repository root:  scripts/evidence2.sh        (logs: /work/evidence2/worker-*.log)
 #                                   scripts/evidence2.sh stop   (SIGTERM: each worker saves and pauses)
 #                                   scripts/evidence2.sh sync   (copy the runs' logs here, to commit)
+#                                   scripts/evidence2.sh test GAME   (the one test phase of GAME's file, once its
+#                                       choices.json is complete and committed here; log /work/evidence2/test-GAME.log)
 set -eu
 PIN=63a00b41db0d4d139f6edc9179e6f8a6f903f24d
 DIR=${EVIDENCE_DIR:-/work/evidence2}
@@ -18,6 +20,31 @@ if [ "${1:-}" = sync ]; then  # the runs' logs and the choices into this checkou
     python3 -c "import shutil, sys; shutil.copytree(sys.argv[1], 'results/evidence2', symlinks=True, dirs_exist_ok=True,
 ignore=shutil.ignore_patterns('checkpoints', 'adapters', 'claims', 'tensorboard', '.link-*', '*.tmp-*'))" \
         "$DIR/results/evidence2"
+    exit 0
+fi
+if [ "${1:-}" = test ]; then
+    # The test phase runs this checkout's code (a commit after fda114e: `frost evaluate` records every shown part), from
+    # a worktree pinned at HEAD so that edits here never alter it halfway, in the runs' folder (the experiment's `out`
+    # is relative to the working directory). It refuses unless this checkout's committed choices.json is complete and
+    # is the one the runs hold: the choices are fixed in a commit before any test result exists.
+    game=${2:?usage: scripts/evidence2.sh test infilling|title}
+    choices=results/evidence2/$game/choices.json
+    python3 -c "import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get('complete') else 1)" "$choices" \
+        || { echo "test: $choices is not complete here; sync, and wait for every run" >&2; exit 2; }
+    git diff --quiet HEAD -- "$choices" && git ls-files --error-unmatch "$choices" > /dev/null \
+        || { echo "test: commit $choices first (git add -f $choices)" >&2; exit 2; }
+    cmp -s "$choices" "$DIR/$choices" || { echo "test: $choices differs from $DIR/$choices; sync first" >&2; exit 2; }
+    code=$DIR-test
+    if [ "$(git -C "$code" rev-parse HEAD 2> /dev/null)" != "$(git rev-parse HEAD)" ]; then
+        git worktree remove --force "$code" 2> /dev/null || rm -rf "$code"
+        git worktree prune
+        git worktree add --detach "$code" HEAD
+    fi
+    python=$PWD/.venv/bin/python
+    (cd "$DIR" && PYTHONPATH="$code/src" nohup "$python" -m frost experiment \
+        "$code/experiments/evidence2-$game.yaml" --test --threads 1 --no-progress >> "test-$game.log" 2>&1 < /dev/null &) \
+        > /dev/null 2>&1 < /dev/null
+    echo "test phase of $game started from $(git rev-parse --short HEAD) (log $DIR/test-$game.log)"
     exit 0
 fi
 if [ ! -d "$DIR/src" ]; then
