@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from frost.config import Config, config_from_dict
@@ -29,6 +29,7 @@ VALUES = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(FIELDS), VALUES), min_size=1, max_size=4))
+@example([(("data", "test_size"), 1)])  # found by this test: the overlap message named only data.test_start
 def test_random_config_values_validate_or_fail_in_one_line(assignments):
     values: dict[str, dict[str, object]] = {}
     for (section, name), value in assignments:

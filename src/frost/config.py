@@ -221,9 +221,9 @@ class DataConfig:
             )
         if self.test_size and self.test_start < self.validation_size:
             raise ConfigError(
-                f"data.test_start: the test split ({self.test_start}-{self.test_start + self.test_size - 1}) overlaps "
-                f"the validation documents (0-{self.validation_size - 1}); set data.test_start >= "
-                f"data.validation_size"
+                f"data.test_start, data.test_size: the test split ({self.test_start}-"
+                f"{self.test_start + self.test_size - 1}) overlaps the validation documents "
+                f"(0-{self.validation_size - 1}, data.validation_size); set data.test_start >= data.validation_size"
             )
         if self.max_documents is not None and self.max_documents < 1:
             raise ConfigError(f"data.max_documents must be >= 1 or null, got {self.max_documents}")
