@@ -36,10 +36,15 @@ if [ "${1:-}" = test ]; then
     cmp -s "$choices" "$DIR/$choices" || { echo "test: $choices differs from $DIR/$choices; sync first" >&2; exit 2; }
     code=$DIR-test
     if [ "$(git -C "$code" rev-parse HEAD 2> /dev/null)" != "$(git rev-parse HEAD)" ]; then
+        if pgrep -f "$code/experiments/evidence2-" > /dev/null; then
+            echo "test: a test phase runs from $code at another commit; let it end (or stop it) first" >&2
+            exit 2
+        fi
         git worktree remove --force "$code" 2> /dev/null || rm -rf "$code"
         git worktree prune
         git worktree add --detach "$code" HEAD
     fi
+    [ -x .venv/bin/python ] || make .venv
     python=$PWD/.venv/bin/python
     (cd "$DIR" && PYTHONPATH="$code/src" nohup "$python" -m frost experiment \
         "$code/experiments/evidence2-$game.yaml" --test --threads 1 --no-progress >> "test-$game.log" 2>&1 < /dev/null &) \
