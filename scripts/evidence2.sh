@@ -12,7 +12,7 @@ PIN=63a00b41db0d4d139f6edc9179e6f8a6f903f24d
 DIR=${EVIDENCE_DIR:-/work/evidence2}
 VENV=${EVIDENCE_VENV:-/work/evidence-venv}
 if [ "${1:-}" = stop ]; then
-    pkill -TERM -f "frost experiment experiments/evidence2-" || true
+    pkill -TERM -f "frost experiment ([^ ]*/)?experiments/evidence2-" || true  # the workers and any test phase
     exit 0
 fi
 if [ "${1:-}" = sync ]; then  # the runs' logs and the choices into this checkout, to commit (no weights)
@@ -67,11 +67,12 @@ start_worker() {  # start_worker N GAME...: worker N runs each game's file in tu
     local worker=$1
     shift
     local pidfile="$DIR/worker-$worker.pid"
-    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2> /dev/null; then
+    # alive, and the worker's loop (not a process that was given its pid after a restart)
+    if [ -f "$pidfile" ] && grep -aq "experiments/evidence2-" "/proc/$(cat "$pidfile")/cmdline" 2> /dev/null; then
         echo "worker $worker: running (pid $(cat "$pidfile"))"
         return
     fi
-    (cd "$DIR" && PYTHONPATH="$DIR/src" nohup bash -c 'for game in "${@:2}"; do
+    (cd "$DIR" || exit 1; PYTHONPATH="$DIR/src" nohup bash -c 'for game in "${@:2}"; do
             "$1" -m frost experiment "experiments/evidence2-$game.yaml" --threads 1 --no-progress || exit $?
         done' worker "$VENV/bin/python" "$@" >> "worker-$worker.log" 2>&1 < /dev/null &
         echo $! > "$pidfile") > /dev/null 2>&1 < /dev/null
