@@ -65,8 +65,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # Two workers with one thread each, both on the infilling file's runs, then on the title-exact file's; the two share a
 # file's runs through claims. (evidence2-title.yaml, the built-in at-most-10-token title, was stopped: see its
-# successor's header.) A pid file per worker tells a
-# restart which are still running.
+# successor's header.) A pid file per worker tells a restart which are still running.
 start_worker() {  # start_worker N GAME...: worker N runs each game's file in turn, stopping at a pause (exit 130)
     local worker=$1
     shift
