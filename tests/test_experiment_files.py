@@ -20,11 +20,10 @@ def test_every_shipped_experiment_plans_valid_runs(path, monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)  # the files name configs and games relative to the repository root
     experiment = load_experiment(path)
     values = [{}] if experiment.grid is None else [{experiment.grid.field: v} for v in experiment.grid.values]
-    for arm in experiment.arms:
-        for seed in arm.seeds or experiment.seeds:
-            for extra in values:
-                config = arm_config(experiment, arm, seed, tmp_path / "run", extra)
-                assert config.train.seed == seed and config.game.kind
+    for arm, seed, _ in experiment.runs():
+        for extra in values:
+            config = arm_config(experiment, arm, seed, tmp_path / "run", extra)
+            assert config.train.seed == seed and config.game.kind
 
 
 def test_title_exact_is_the_builtin_title_at_a_fixed_length():
