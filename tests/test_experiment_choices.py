@@ -230,3 +230,94 @@ def test_an_arm_chosen_last_trains_its_other_seeds_before_the_choices_are_comple
     _finished_run(out / "runs" / "frost-seed1", steps, -4.5)
     done = update_choices(experiment)
     assert done["complete"] and done["checkpoints"]["frost-seed1"]["best_dev"] == steps
+
+
+def _each_run(tmp_path: Path) -> tuple[Path, Path]:
+    out = tmp_path / "out"
+    path = write(tmp_path, out)
+    spec = yaml.safe_load(path.read_text())
+    spec["test"] = {"samples": 2, "when": "each-run"}
+    path.write_text(yaml.safe_dump(spec))
+    return path, out
+
+
+def _events(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
+
+
+def test_each_run_is_read_on_test_as_it_finishes_under_its_own_choice(tmp_path):
+    """`test: {when: each-run}`: each main run's checkpoints are chosen from its own dev log and written down, then
+    read on test by the same process right after its training (before the next run trains); the non-chosen grid runs
+    are never read; every reading records the SHA-256 of its run's choice file; `--test` is refused."""
+    from frost.analysis.experiment.choices import run_choice, run_choice_text
+
+    path, out = _each_run(tmp_path)
+    assert main(["experiment", str(path), "--no-progress", "--threads", "1"]) == 0
+    choices = json.loads((out / "choices.json").read_text())
+    assert choices["complete"] and not choices.get("replaced")
+    mains = ["frost-seed0", "frost-seed1", "grpo-seed0", "grpo-seed1"]
+    assert sorted(p.name for p in (out / "test").iterdir()) == mains
+    events = _events(out)
+    for run in mains:
+        arm, seed = run.rsplit("-seed", 1)
+        chosen = choices["checkpoints"][run]
+        vals = dev_best(out / "runs" / run)  # the rule, recomputed from the run's log
+        assert chosen["best_dev"] == next(s for s, v in vals if v == max(v for _, v in vals)) and chosen["last"] == 2
+        text = (out / "test" / run / "choice.json").read_text()
+        assert text == run_choice_text(run_choice(choices, arm, run))
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        for step in {chosen["last"], chosen["best_dev"]}:
+            summary = json.loads((out / "test" / run / f"step-{step:07d}" / "summary.json").read_text())
+            assert summary["record_sha256"] == digest and summary["split"] == "test"
+        # its reading follows its training (at seed 0: the arm's last grid run, which makes the choice) with no run
+        # started in between
+        names = {f"{arm}-G0", f"{arm}-G1"} if seed == "0" else {arm}
+        done = max(i for i, e in enumerate(events) if e.get("arm") in names and e["event"] == "done"
+                   and e["seed"] == int(seed))  # fmt: skip
+        read = [i for i, e in enumerate(events) if e.get("diagnostic", "").startswith(f"{run}/")]
+        assert read and min(read) > done
+        assert not [e for e in events[done + 1 : min(read)] if e["event"] == "start"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test"]["pairs"] and not summary["test"]["missing"]
+    assert "each main run read once, as it finished" in (out / "summary.md").read_text()
+    assert main(["experiment", str(path), "--no-progress", "--test"]) == 2  # one line: there is no final phase
+
+
+def test_each_run_trains_again_a_main_run_whose_adapters_were_lost(tmp_path):
+    """A machine that kept only the logs: runs whose last event is "done" stay finished; a main run never read on
+    test trains again from its start (at the grid seed in a folder of its own, the grid run left as the record of the
+    choice), its earlier choice kept under "replaced"; the summary is sealed until every choice is made."""
+    import shutil
+
+    path, out = _each_run(tmp_path)
+    assert main(["experiment", str(path), "--no-progress", "--threads", "1"]) == 0
+    for folder in (out / "runs").iterdir():  # a new machine: no checkpoint, no adapter
+        if not folder.is_symlink():
+            shutil.rmtree(folder / "checkpoints")
+            shutil.rmtree(folder / "adapters")
+    shutil.rmtree(out / "claims")
+    for run in ("grpo-seed0", "frost-seed1"):  # as if the session had ended before their test readings
+        shutil.rmtree(out / "test" / run)
+    grid_run = (out / "runs" / "grpo-seed0").resolve()
+    grid_log = (grid_run / "metrics.jsonl").read_text()
+    before = len(_events(out))
+    experiment = load_experiment(path)
+    assert main(["experiment", str(path), "--no-progress", "--threads", "1", "--until", "2000-01-01T00:00"]) == 0
+    assert len(_events(out)) == before  # past --until: nothing trained, nothing read
+    from frost.analysis.experiment.runner import write_summary
+
+    assert main(["experiment", str(path), "--no-progress", "--threads", "1"]) == 0
+    started = [(e["arm"], e["seed"]) for e in _events(out)[before:] if e["event"] == "start"]
+    assert sorted(started) == [("frost", 1), ("grpo", 0)]
+    seed0 = out / "runs" / "grpo-seed0"
+    assert seed0.is_dir() and not seed0.is_symlink() and (grid_run / "metrics.jsonl").read_text() == grid_log
+    choices = json.loads((out / "choices.json").read_text())
+    assert choices["complete"] and {r["run"] for r in choices["replaced"]} <= {"grpo-seed0", "frost-seed1"}
+    assert (out / "test" / "grpo-seed0").is_dir() and (out / "test" / "frost-seed1").is_dir()
+    assert not write_summary(experiment)["test"]["missing"]
+    # sealed while a choice is missing
+    del choices["checkpoints"]["frost-seed1"]
+    choices["complete"] = False
+    (out / "choices.json").write_text(json.dumps(choices))
+    sealed = write_summary(experiment)["test"]
+    assert sealed["sealed"] and "pairs" not in sealed and "sealed" in (out / "summary.md").read_text()

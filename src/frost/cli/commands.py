@@ -218,7 +218,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         setup_torch(args)
         quiet_transformers()
         try:
-            summary = run_experiment(experiment, progress=not args.no_progress, test=args.test)
+            summary = run_experiment(experiment, progress=not args.no_progress, test=args.test, until=args.until)
         except ExperimentPaused as paused:
             print(f"frost experiment: paused by a signal ({paused}); run the same command to resume", file=sys.stderr)
             return 130

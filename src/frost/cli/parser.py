@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from frost.cli.values import Parser, count, counts, estimating, gate, gates, ids, rank_by, rule, rule_list
+from frost.cli.values import Parser, clock, count, counts, estimating, gate, gates, ids, rank_by, rule, rule_list
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -308,6 +308,13 @@ def _experiment(sub: Any) -> None:
         action="store_true",
         help="after every run and choice, the test phase: each chosen checkpoint on the test split (once choices.json "
         "is complete; commit it first)",
+    )
+    p.add_argument(
+        "--until",
+        type=clock,
+        metavar="TIME",
+        help="start or resume no training after TIME (HH:MM, the next such time, or an ISO date and time); a run in "
+        "progress finishes, and so does its test reading; for a machine that will be taken back at a known time",
     )
     p.add_argument(
         "--md",

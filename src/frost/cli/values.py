@@ -4,6 +4,7 @@ while parsing, so that a mistake is one line naming the option (argparse's `argu
 from __future__ import annotations
 
 import argparse
+import datetime
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -96,3 +97,23 @@ def ids(text: str) -> list[int]:
     if not found:
         raise argparse.ArgumentTypeError("no token ids given")
     return found
+
+
+def _clock(text: str, now: datetime.datetime | None = None) -> float:
+    """A time as `time.time()` gives it: `HH:MM` (the next such local time) or an ISO date and time."""
+    now = now or datetime.datetime.now()
+    try:
+        if len(text) <= 5 and ":" in text:
+            hour, minute = (int(x) for x in text.split(":"))
+            then = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+            if then <= now:
+                then += datetime.timedelta(days=1)
+        else:
+            then = datetime.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"expected HH:MM or an ISO date and time, got {text!r}") from exc
+    return then.timestamp()
+
+
+clock = _checked(_clock)
+"""A time of day (`HH:MM`, the next one) or an ISO date and time, as seconds since the epoch."""

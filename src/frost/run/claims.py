@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -29,3 +31,13 @@ def claim(path: Path) -> IO[str] | None:
     held.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}) + "\n")
     held.flush()
     return held
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` while the block runs, waiting for another process's turn (a shared
+    record that several workers read, change and write, e.g. an experiment's `choices.json`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield

@@ -24,6 +24,7 @@ test texts) with `train.keep_adapters: true`. The experiment then runs in phases
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -38,6 +39,8 @@ from frost.run import runlog
 from frost.run.metrics import read_metrics
 
 CHECKPOINT_KINDS = ("last", "best_dev")
+TEST_WHEN = ("end", "each-run")
+"""When the test split is read: in one phase after every choice, or each main run as soon as it is finished."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +69,14 @@ class ChoiceRule:
 
 @dataclass(frozen=True)
 class TestPhase:
-    """The final test phase: `samples` moves per test text at each chosen checkpoint."""
+    """The test phase: `samples` moves per test text at each chosen checkpoint."""
 
     samples: int = 8
+    each_run: bool = False
+    """`when: each-run`: each main run's chosen checkpoints are read on test as soon as that run is finished, by the
+    process that trained it, under the choices that run depends on (written first); the summary shows no test
+    result until every choice is made. For machines that keep nothing between sessions, where the adapters would
+    not live until a final phase. `when: end` (the default): one phase after every choice (`--test`)."""
 
 
 def parse_grid(value: Any) -> Grid | None:
@@ -102,10 +110,14 @@ def parse_test(value: Any) -> TestPhase | None:
     """Check `experiment.test`."""
     if value is None:
         return None
-    samples = value.get("samples", 8) if isinstance(value, dict) and not set(value) - {"samples"} else None
+    known = {"samples", "when"}
+    samples = value.get("samples", 8) if isinstance(value, dict) and not set(value) - known else None
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ConfigError("experiment.test: give {samples: N}, N >= 1 (moves per test text)")
-    return TestPhase(samples)
+        raise ConfigError("experiment.test: give {samples: N}, N >= 1 (moves per test text), and optionally when")
+    when = value.get("when", "end")
+    if when not in TEST_WHEN:
+        raise ConfigError(f"experiment.test.when: give {' or '.join(TEST_WHEN)} (got {when!r})")
+    return TestPhase(samples, each_run=when == "each-run")
 
 
 def grid_run_name(arm: str, index: int, seed: int) -> str:
@@ -161,10 +173,14 @@ def write_choices(out: Path, choices: dict[str, Any]) -> None:
     os.replace(tmp, out / "choices.json")
 
 
-def link_chosen_run(runs: Path, arm: str, seed: int, grid_name: str) -> None:
-    """Make `runs/ARM-seedS` a relative link to the chosen grid run (the arm's run at the grid seed)."""
+def link_chosen_run(runs: Path, arm: str, seed: int, grid_name: str, keep_run: bool = False) -> None:
+    """Make `runs/ARM-seedS` a relative link to the chosen grid run (the arm's run at the grid seed); with
+    `keep_run`, a run already trained there in its own folder stays (`when: each-run` trains the arm's run at the
+    grid seed again when the grid run's adapters were lost before its test reading)."""
     link = runs / f"{arm}-seed{seed}"
     if link.is_symlink() and os.readlink(link) == grid_name:
+        return
+    if keep_run and link.is_dir() and not link.is_symlink():
         return
     if link.exists() and not link.is_symlink():
         raise ConfigError(f"{link} already holds a run; the grid's chosen run would take its place: move it away")
@@ -177,6 +193,22 @@ def link_chosen_run(runs: Path, arm: str, seed: int, grid_name: str) -> None:
 def test_folder(out: Path, run: str, step: int) -> Path:
     """Where the test phase writes one checkpoint's results."""
     return out / "test" / run / f"step-{step:07d}"
+
+
+def run_choice(choices: dict[str, Any], arm: str, run: str) -> dict[str, Any]:
+    """What one run's test reading depends on (`when: each-run`): its arm's grid choice (None without a grid) and
+    its chosen checkpoints."""
+    return {"run": run, "arm": arm, "arm_choice": choices["arms"].get(arm), "checkpoints": choices["checkpoints"][run]}
+
+
+def run_choice_text(choice: dict[str, Any]) -> str:
+    """The file text of a run's choice (`OUT/test/RUN/choice.json`), the same for the same choice."""
+    return json.dumps(choice, indent=1, sort_keys=True) + "\n"
+
+
+def text_sha256(text: str) -> str:
+    """The SHA-256 of a text's UTF-8 bytes (what `--record` records of a file holding it)."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_best(out: Path, run: str, step: int, digest: str | None = None) -> dict[str, dict[str, Any]] | None:
@@ -225,7 +257,12 @@ def best_baseline(choices: dict[str, Any], baselines: list[str], seeds: dict[str
 
 
 def test_summary(
-    out: Path, choices: dict[str, Any], arms: list[str], baselines: list[str], seeds: dict[str, list[int]]
+    out: Path,
+    choices: dict[str, Any],
+    arms: list[str],
+    baselines: list[str],
+    seeds: dict[str, list[int]],
+    each_run: bool = False,
 ) -> dict[str, Any]:
     """The test phase's statistics: per arm and checkpoint kind, best-of-N over test texts (mean over seeds with a
     95% t interval) and the near-copy rate of the best moves (of the copy metric's text, the rule's reading; and of
@@ -233,12 +270,13 @@ def test_summary(
     difference per test text and seed, its mean per seed and a t interval over seeds, wins / losses / ties and the
     verdict of `verdict`; the same on the texts where neither best move is a near-copy of the shown text; and the
     wins whose best move is a near-copy of the baseline's best move. Only results evaluated under the current
-    choices.json count (its hash is compared with each result's); seeds without one are named in `missing`, and
+    choices.json count (its hash is compared with each result's; with `each_run`, the hash of the run's own choice,
+    `run_choice`); seeds without one are named in `missing`, and
     every count of seeds is reported against the seeds expected. `best_baseline`: the baseline of the headline."""
     from frost.games import NEAR_COPY, copy_fraction, is_near_copy
     from frost.run.evaluation import file_sha256
 
-    digest = file_sha256(out / "choices.json") if (out / "choices.json").is_file() else None
+    whole = file_sha256(out / "choices.json") if (out / "choices.json").is_file() else None
     missing: list[str] = []
 
     @functools.cache
@@ -246,6 +284,8 @@ def test_summary(
         """One checkpoint's test result, read once however many tables use it."""
         run = f"{arm}-seed{seed}"
         step = choices.get("checkpoints", {}).get(run, {}).get(kind)
+        # read each run as it finished: the result counts under the run's own choice as it stands now
+        digest = text_sha256(run_choice_text(run_choice(choices, arm, run))) if each_run and step is not None else whole
         found = None if step is None else test_best(out, run, int(step), digest)
         if found is None:
             missing.append(f"{run} ({kind})")
@@ -319,6 +359,7 @@ def test_summary(
         "arms": per_arm,
         "pairs": pairs,
         "best_baseline": best_baseline(choices, baselines, seeds),
-        "choices_sha256": digest,
+        "choices_sha256": whole,
+        "each_run": each_run,
         "missing": missing,
     }

@@ -37,7 +37,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,8 @@ from frost.analysis.experiment.choices import (
     parse_grid,
     parse_test,
     read_choices,
+    run_choice,
+    run_choice_text,
     test_summary,
     validations,
     write_choices,
@@ -65,6 +67,7 @@ from frost.analysis.experiment.final import (
     FinalDiagnostics,
     diagnostic_commands,
     final_markdown,
+    is_done,
     parse_final,
     run_diagnostics,
     summarize_final,
@@ -241,12 +244,20 @@ def planned_runs(experiment: Experiment) -> list[PlannedRun]:
 
 def update_choices(experiment: Experiment) -> dict[str, Any]:
     """Make the choices the finished runs allow (`choices`): each arm's grid value once its grid
-    runs are finished (and the link to its chosen run), then every run's checkpoints once all runs are finished."""
+    runs are finished (and the link to its chosen run), then every run's checkpoints once all runs are finished
+    (with `test: {when: each-run}`, each run's checkpoints are chosen as it is read on test: `_test_run`)."""
+    with claims.locked(experiment.out / "claims" / "choices.lock"):
+        return _update_choices(experiment)
+
+
+def _update_choices(experiment: Experiment) -> dict[str, Any]:
     grid = experiment.grid
     choices = read_choices(experiment.out)
     if grid is None:
         return choices
+    each_run = experiment.test is not None and experiment.test.each_run
     runs_dir = experiment.out / "runs"
+    done = logged_done(experiment)
     changed = False
     for arm in experiment.arms:
         if arm.name in choices["arms"]:
@@ -254,7 +265,7 @@ def update_choices(experiment: Experiment) -> dict[str, Any]:
         dirs = [runs_dir / grid_run_name(arm.name, i, grid.seed) for i in range(len(grid.values))]
         pairs = zip(dirs, grid.values, strict=True)
         configs = [arm_config(experiment, arm, grid.seed, d, {grid.field: v}) for d, v in pairs]
-        if not all(is_finished(d, c.train.steps) for d, c in zip(dirs, configs, strict=True)):
+        if not all(is_finished(d, c.train.steps, done) for d, c in zip(dirs, configs, strict=True)):
             continue
         scores = [grid_score(d, experiment.choose) for d in dirs]
         pick = choose_value(scores)
@@ -266,7 +277,7 @@ def update_choices(experiment: Experiment) -> dict[str, Any]:
         }
         changed = True
     for name, choice in choices["arms"].items():
-        link_chosen_run(runs_dir, name, grid.seed, choice["run"])
+        link_chosen_run(runs_dir, name, grid.seed, choice["run"], keep_run=each_run)
     if changed:  # before planning: the plan reads choices.json, and an arm chosen just now adds its other seeds
         choices["rule"] = experiment.choose.describe(grid.field)
         choices["grid"] = {"field": grid.field, "values": list(grid.values), "seed": grid.seed}
@@ -275,68 +286,123 @@ def update_choices(experiment: Experiment) -> dict[str, Any]:
     all_chosen = len(choices["arms"]) == len(experiment.arms)
     if all_chosen and not choices.get("complete"):
         main = [(arm, seed, run_dir) for arm, seed, run_dir in experiment.runs()]
-        finished = all(is_finished(r.run_dir, arm_config(experiment, r.arm, r.seed, r.run_dir, r.extra).train.steps)
-                       for r in plan)  # fmt: skip
+        if each_run:  # complete once every main run's checkpoints are chosen (each just before its test reading)
+            if all(run_dir.name in choices["checkpoints"] for _, _, run_dir in main):
+                choices["complete"] = True
+                write_choices(experiment.out, choices)
+            return choices
+        finished = all(is_finished(r.run_dir, arm_config(experiment, r.arm, r.seed, r.run_dir, r.extra).train.steps,
+                                   done) for r in plan)  # fmt: skip
         if finished:
             for arm, _, run_dir in main:
-                best, value = best_dev_step(run_dir)
-                last = max(step for step, _ in validations(run_dir))
-                choices["checkpoints"][run_dir.name] = {"last": last, "best_dev": best, "best_dev_value": value,
-                                                        "arm": arm.name}  # fmt: skip
+                choices["checkpoints"][run_dir.name] = checkpoint_choice(run_dir, arm.name)
             choices["complete"] = True
             write_choices(experiment.out, choices)
     return choices
 
 
-def run_experiment(experiment: Experiment, *, progress: bool = True, test: bool = False) -> dict[str, Any]:
+def checkpoint_choice(run_dir: Path, arm: str) -> dict[str, Any]:
+    """A finished run's checkpoints for the test (the rule of `choices`): its last validation step and its best dev
+    step, with that step's dev best-of-N."""
+    best, value = best_dev_step(run_dir)
+    last = max(step for step, _ in validations(run_dir))
+    return {"last": last, "best_dev": best, "best_dev_value": value, "arm": arm}
+
+
+def main_runs(experiment: Experiment) -> list[PlannedRun]:
+    """The runs the test reads (`experiment.runs()`) that can be trained now: without a grid all of them; with
+    one, those of the arms whose value is chosen, at that value (at the grid seed: the chosen grid run's folder)."""
+    grid = experiment.grid
+    if grid is None:
+        return [PlannedRun(arm, arm.name, seed, run_dir) for arm, seed, run_dir in experiment.runs()]
+    chosen = read_choices(experiment.out)["arms"]
+    return [
+        PlannedRun(arm, arm.name, seed, run_dir, {grid.field: chosen[arm.name]["value"]})
+        for arm, seed, run_dir in experiment.runs()
+        if arm.name in chosen
+    ]
+
+
+def run_experiment(
+    experiment: Experiment, *, progress: bool = True, test: bool = False, until: float | None = None
+) -> dict[str, Any]:
     """Train every run that is not finished (resuming interrupted ones), making the choices the finished runs
-    allow and rewriting the summary after each; then the final diagnostics; with `test`, the test phase."""
+    allow and rewriting the summary after each; then the final diagnostics; with `test`, the test phase. With
+    `test: {when: each-run}` in the file, each main run is read on test as soon as it is finished (`_test_run`).
+    `until` (a time.time() value): start or resume no training after it (a run's test reading still follows it)."""
     from frost.run.trainer import Trainer
 
     experiment.out.mkdir(parents=True, exist_ok=True)
     log = experiment.out / "progress.jsonl"
+    each_run = experiment.test is not None and experiment.test.each_run
+    if test and each_run:
+        raise ConfigError(
+            "--test: this file reads each run on test as it finishes (test.when: each-run); run it plainly"
+        )
 
     def note(record: dict[str, Any]) -> None:
         with log.open("a") as f:
             f.write(json.dumps({"time": time.time(), "pid": os.getpid(), **record}) + "\n")
 
     elsewhere: set[str] = set()
+    late: set[str] = set()
     tried: set[Path] = set()
     while True:
         update_choices(experiment)
-        todo = [r for r in planned_runs(experiment) if r.run_dir not in tried]
+        mains = main_runs(experiment) if each_run else []
+        main_dirs = {r.run_dir for r in mains}
+        # a main run first (at the grid seed it may need only its test reading, while its adapters are here)
+        units = mains + [r for r in planned_runs(experiment) if r.run_dir not in main_dirs]
+        todo = [r for r in units if r.run_dir not in tried]
         if not todo:
             break
         run = todo[0]
         tried.add(run.run_dir)
         arm, seed, run_dir = run.arm, run.seed, run.run_dir
         config = arm_config(experiment, arm, seed, run_dir, run.extra)
-        if is_finished(run_dir, config.train.steps):
+        steps = config.train.steps
+        is_main = run.run_dir in main_dirs
+        if is_main:
+            if is_tested(experiment, run):
+                continue
+        elif is_finished(run_dir, steps, logged_done(experiment)):
             continue
         claim = claims.claim(experiment.out / "claims" / run_dir.name)
         if claim is None:  # another worker trains it
             elsewhere.add(f"{run.name} seed {seed}")
             continue
         try:
-            if is_finished(run_dir, config.train.steps):  # again: a worker may have finished it since the first look
+            if is_main and is_tested(experiment, run):  # again: a worker may have done it since the first look
+                continue
+            if not is_main and is_finished(run_dir, steps, logged_done(experiment)):
                 continue
             done = finished_step(run_dir)
-            note({"arm": run.name, "seed": seed, "event": "resume" if done else "start", "step": done or 0})
-            trainer = Trainer(config, resume=done is not None, overwrite=done is None)
+            if done is None or done < steps:  # to train: from its checkpoint here, else from the start
+                if until is not None and time.time() > until:
+                    late.add(f"{run.name} seed {seed}")
+                    continue
+                if is_main and done is None:
+                    fresh_main_folder(experiment, run)
+                    config = arm_config(experiment, arm, seed, run_dir, run.extra)
+                note({"arm": run.name, "seed": seed, "event": "resume" if done else "start", "step": done or 0})
+                trainer = Trainer(config, resume=done is not None, overwrite=done is None)
 
-            def on_step(metrics: dict[str, Any], name: str = run.name, seed: int = seed) -> None:
-                note({"arm": name, "seed": seed, "event": "step", "step": metrics["step"],
-                      "step_s": metrics["time/step_s"]})  # fmt: skip
+                def on_step(metrics: dict[str, Any], name: str = run.name, seed: int = seed) -> None:
+                    note({"arm": name, "seed": seed, "event": "step", "step": metrics["step"],
+                          "step_s": metrics["time/step_s"]})  # fmt: skip
 
-            try:
-                trainer.run(progress=progress, on_metrics=on_step)
-            finally:
-                trainer.close()
-            if trainer.stop_signal is not None:  # stopped by a signal: the checkpoint is saved, the experiment pauses
-                note({"arm": run.name, "seed": seed, "event": "paused", "step": trainer.step})
+                try:
+                    trainer.run(progress=progress, on_metrics=on_step)
+                finally:
+                    trainer.close()
+                if trainer.stop_signal is not None:  # stopped by a signal: the checkpoint is saved; pause
+                    note({"arm": run.name, "seed": seed, "event": "paused", "step": trainer.step})
+                    write_summary(experiment)
+                    raise ExperimentPaused(f"{run.name} seed {seed} at step {trainer.step}")
+                note({"arm": run.name, "seed": seed, "event": "done", "step": trainer.step})
+            if is_main:
                 write_summary(experiment)
-                raise ExperimentPaused(f"{run.name} seed {seed} at step {trainer.step}")
-            note({"arm": run.name, "seed": seed, "event": "done", "step": trainer.step})
+                _test_run(experiment, run, note)
         finally:
             claim.close()
         write_summary(experiment)
@@ -346,22 +412,104 @@ def run_experiment(experiment: Experiment, *, progress: bool = True, test: bool 
         _run_test(experiment, note)
     if elsewhere:
         print(f"frost experiment: left to the workers training them: {', '.join(sorted(elsewhere))}", file=sys.stderr)
+    if late:
+        print(f"frost experiment: not started, past --until: {', '.join(sorted(late))}", file=sys.stderr)
     return write_summary(experiment)
+
+
+def fresh_main_folder(experiment: Experiment, run: PlannedRun) -> None:
+    """Before a main run trains from its start under `when: each-run`: its folder of its own (at the grid seed, in
+    place of the link to the chosen grid run, whose adapters are gone: the grid run's logs stay the record of the
+    choice), and any checkpoint choice made for an earlier training of it that was never read on test dropped from
+    `choices.json` (kept under `replaced`)."""
+    if run.run_dir.is_symlink():
+        run.run_dir.unlink()
+    with claims.locked(experiment.out / "claims" / "choices.lock"):
+        choices = read_choices(experiment.out)
+        old = choices["checkpoints"].pop(run.run_dir.name, None)
+        if old is not None:
+            choices.setdefault("replaced", []).append(
+                {"run": run.run_dir.name, "checkpoints": old, "time": time.time()}
+            )
+            choices["complete"] = False
+            write_choices(experiment.out, choices)
+
+
+def logged_done(experiment: Experiment) -> dict[str, int]:
+    """The folder names of the runs whose last event in `progress.jsonl` is "done", with the step they finished at:
+    finished, whether or not their checkpoints are still on this machine (a machine that keeps nothing between
+    sessions keeps the logs in git)."""
+    last: dict[str, dict[str, Any]] = {}
+    for event in runlog.read(experiment.out / "progress.jsonl"):
+        if event["event"] in RUN_EVENTS:
+            last[f"{event['arm']}-seed{event['seed']}"] = event
+    return {name: int(e.get("step", 0)) for name, e in last.items() if e["event"] == "done"}
 
 
 def test_commands(experiment: Experiment, choices: dict[str, Any]) -> list[tuple[Path, list[str]]]:
     """The test phase's `frost evaluate` commands: every main run at each chosen checkpoint (a step once)."""
     assert experiment.test is not None
     commands = []
-    record = experiment.out / "choices.json"
     for _, _, run_dir in experiment.runs():
-        chosen = choices["checkpoints"][run_dir.name]
-        for step in sorted({int(chosen[kind]) for kind in CHECKPOINT_KINDS}):
-            adapter = run_dir / "adapters" / f"step-{step:07d}"
-            args = ["evaluate", str(adapter), "--split", "test", "--samples", str(experiment.test.samples),
-                    "--record", str(record)]  # fmt: skip
-            commands.append((Path(run_dir.name) / f"step-{step:07d}", args))
+        commands += run_test_commands(experiment, run_dir, choices["checkpoints"][run_dir.name],
+                                      experiment.out / "choices.json")  # fmt: skip
     return commands
+
+
+def run_test_commands(
+    experiment: Experiment, run_dir: Path, chosen: dict[str, Any], record: Path
+) -> list[tuple[Path, list[str]]]:
+    """One run's `frost evaluate` commands on the test split, at each of its chosen checkpoints (a step once), each
+    recording the SHA-256 of `record` (the choices it was read under)."""
+    assert experiment.test is not None
+    commands = []
+    for step in sorted({int(chosen[kind]) for kind in CHECKPOINT_KINDS}):
+        adapter = run_dir / "adapters" / f"step-{step:07d}"
+        args = ["evaluate", str(adapter), "--split", "test", "--samples", str(experiment.test.samples),
+                "--record", str(record)]  # fmt: skip
+        commands.append((Path(run_dir.name) / f"step-{step:07d}", args))
+    return commands
+
+
+def is_tested(experiment: Experiment, run: PlannedRun) -> bool:
+    """Whether a main run was read on test (`when: each-run`) under its current choice, at every chosen checkpoint."""
+    choices = read_choices(experiment.out)
+    name = run.run_dir.name
+    if name not in choices["checkpoints"]:
+        return False
+    path = experiment.out / "test" / name / "choice.json"
+    text = run_choice_text(run_choice(choices, run.arm.name, name))
+    if not path.is_file() or path.read_text() != text:
+        return False
+    commands = run_test_commands(experiment, run.run_dir, choices["checkpoints"][name], path)
+    return all(is_done(experiment.out / "test" / rel, args) for rel, args in commands)
+
+
+def _test_run(experiment: Experiment, run: PlannedRun, note: Callable[[dict[str, Any]], None]) -> None:
+    """`when: each-run`: a finished main run's checkpoints chosen by the file's rule from its own dev log and
+    written to `choices.json`, then its own choice to `OUT/test/RUN/choice.json`, and only then its chosen
+    checkpoints read on the test split (each recording that file's SHA-256). A stop signal pauses the experiment."""
+    import torch
+
+    name = run.run_dir.name
+    with claims.locked(experiment.out / "claims" / "choices.lock"):
+        choices = read_choices(experiment.out)
+        chosen = checkpoint_choice(run.run_dir, run.arm.name)
+        old = choices["checkpoints"].get(name)
+        if old != chosen:
+            if old is not None:
+                choices.setdefault("replaced", []).append({"run": name, "checkpoints": old, "time": time.time()})
+            choices["checkpoints"][name] = chosen
+            write_choices(experiment.out, choices)
+    path = experiment.out / "test" / name / "choice.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_choice_text(run_choice(choices, run.arm.name, name)))
+    try:
+        run_diagnostics(experiment.out, run_test_commands(experiment, run.run_dir, chosen, path), note,
+                        torch.get_num_threads(), "test")  # fmt: skip
+    except DiagnosticPaused as paused:
+        write_summary(experiment)
+        raise ExperimentPaused(str(paused)) from paused
 
 
 def _run_test(experiment: Experiment, note: Callable[[dict[str, Any]], None]) -> None:
@@ -383,10 +531,12 @@ def _run_test(experiment: Experiment, note: Callable[[dict[str, Any]], None]) ->
         raise ExperimentPaused(str(paused)) from paused
 
 
-def is_finished(run_dir: Path, steps: int) -> bool:
-    """Whether a run's latest checkpoint has reached `steps`."""
-    done = finished_step(run_dir)
-    return done is not None and done >= steps
+def is_finished(run_dir: Path, steps: int, done: Mapping[str, int] | None = None) -> bool:
+    """Whether a run's latest checkpoint has reached `steps`, or `done` (`logged_done`) has it finished there."""
+    if done is not None and done.get(run_dir.name, -1) >= steps:
+        return True
+    step = finished_step(run_dir)
+    return step is not None and step >= steps
 
 
 def _run_final(experiment: Experiment, final: FinalDiagnostics, note: Callable[[dict[str, Any]], None]) -> None:
@@ -576,7 +726,11 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
     if experiment.test is not None:
         arm_seeds = {a.name: a.seeds or experiment.seeds for a in experiment.arms}
         names = [a.name for a in experiment.arms]
-        summary["test"] = test_summary(experiment.out, choices, names, experiment.baselines, arm_seeds)
+        if experiment.test.each_run and not choices.get("complete"):  # sealed until every choice is made
+            summary["test"] = {"sealed": True, "read": sorted(choices.get("checkpoints", {}))}
+        else:
+            summary["test"] = test_summary(experiment.out, choices, names, experiment.baselines, arm_seeds,
+                                           each_run=experiment.test.each_run)  # fmt: skip
     if experiment.final is not None:
         names = [a.name for a in experiment.arms]
         summary["final"] = summarize_final(experiment.final, experiment.out, experiment.reference, names)
@@ -646,7 +800,11 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += final_markdown(summary["final"])
     if summary.get("choices", {}).get("arms"):
         lines += choices_markdown(summary["choices"])
-    if summary.get("test", {}).get("pairs") or any(
+    if summary.get("test", {}).get("sealed"):
+        read = summary["test"]["read"]
+        lines += ["", f"Test: sealed until every choice is made ({len(read)} runs read on test as they finished; "
+                  "no test result is shown before then)."]  # fmt: skip
+    elif summary.get("test", {}).get("pairs") or any(
         k["seeds"] for a in summary.get("test", {}).get("arms", {}).values() for k in a.values()
     ):
         lines += test_markdown(summary["test"])
@@ -674,8 +832,14 @@ def test_markdown(test: dict[str, Any]) -> list[str]:
         return []
     lines = [
         "",
-        "Test split (read once, after every choice; results evaluated under choices.json "
-        f"`{str(test.get('choices_sha256'))[:12]}`): best-of-N per arm and checkpoint, mean over seeds +- 95% t "
+        (
+            "Test split (each main run read once, as it finished, under its own choices, recorded in "
+            "test/RUN/choice.json; shown now that choices.json is complete): best-of-N"
+            if test.get("each_run")
+            else "Test split (read once, after every choice; results evaluated under choices.json "
+            f"`{str(test.get('choices_sha256'))[:12]}`): best-of-N"
+        )
+        + " per arm and checkpoint, mean over seeds +- 95% t "
         "interval, and the near-copy rate of the best moves (at least 70% of the move's words a run of the shown "
         "text: the copy metric's, infilling's beginning; beside it, of any part of the document the player was "
         "shown):",

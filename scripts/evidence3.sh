@@ -1,0 +1,61 @@
+#!/bin/bash
+# Run the evidence experiments (experiments/evidence3-*.yaml) in the background: two workers with one thread each,
+# from a worktree pinned at one commit (so later changes to main never alter a run halfway) and a venv of their own.
+# The pin is the commit in results/evidence3/pin (committed with the results, so a later session on a new machine
+# runs the same code), else this checkout's HEAD, which is then written there. Idempotent: it sets up what is missing,
+# resumes every run from its checkpoint where this machine still has it, and starts again the runs it lost.
+# Usage, from the repository root:  scripts/evidence3.sh [HH:MM]   (no training starts after HH:MM; a run's test
+#                                       reading still follows it. Logs: /work/evidence3/worker-*.log)
+#                                   scripts/evidence3.sh stop   (SIGTERM: each worker saves and pauses)
+#                                   scripts/evidence3.sh sync   (copy the runs' logs, choices and test readings here)
+set -eu
+DIR=${EVIDENCE_DIR:-/work/evidence3}
+VENV=${EVIDENCE_VENV:-/work/evidence-venv}
+RESULTS=results/evidence3
+if [ "${1:-}" = stop ]; then
+    pkill -TERM -f "frost experiment ([^ ]*/)?experiments/evidence3-" || true
+    exit 0
+fi
+if [ "${1:-}" = sync ]; then  # logs, choices and test readings into this checkout, to commit (no weights)
+    [ -d "$RESULTS" ] && find "$RESULTS" -type l -delete  # links to chosen runs are copied again
+    python3 -c "import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2], symlinks=True, dirs_exist_ok=True,
+ignore=shutil.ignore_patterns('checkpoints', 'adapters', 'claims', 'tensorboard', '.link-*', '*.tmp-*'))" \
+        "$DIR/$RESULTS" "$RESULTS"
+    exit 0
+fi
+until=()
+[ -n "${1:-}" ] && until=(--until "$1")
+mkdir -p "$RESULTS"
+[ -f "$RESULTS/pin" ] || git rev-parse HEAD > "$RESULTS/pin"
+PIN=$(cat "$RESULTS/pin")
+if [ ! -d "$DIR/src" ]; then
+    git worktree prune
+    git worktree add -f --detach "$DIR" "$PIN"
+elif [ "$(git -C "$DIR" rev-parse HEAD)" != "$PIN" ]; then
+    echo "$DIR is at $(git -C "$DIR" rev-parse --short HEAD), not the pin $PIN; stop its workers and remove it" >&2
+    exit 2
+fi
+mkdir -p "$DIR/$RESULTS"
+# This checkout's logs into the worktree, once: a run finished in an earlier session counts as finished (its last
+# event is "done"), and a main run read on test is not trained again.
+[ -f "$DIR/$RESULTS/.seeded" ] || { cp -a "$RESULTS/." "$DIR/$RESULTS/"; touch "$DIR/$RESULTS/.seeded"; }
+if [ ! -x "$VENV/bin/python" ]; then
+    make .venv
+    cp -a .venv "$VENV"
+fi
+start_worker() {  # start_worker N GAME...: worker N runs each game's file in turn, stopping at a pause (exit 130)
+    local worker=$1
+    shift
+    local pidfile="$DIR/worker-$worker.pid"
+    if [ -f "$pidfile" ] && grep -aq "experiments/evidence3-" "/proc/$(cat "$pidfile")/cmdline" 2> /dev/null; then
+        echo "worker $worker: running (pid $(cat "$pidfile"))"
+        return
+    fi
+    (cd "$DIR" || exit 1; PYTHONPATH="$DIR/src" nohup bash -c 'python=$1 until=$2; shift 2; for game; do
+            "$python" -m frost experiment "experiments/evidence3-$game.yaml" --threads 1 --no-progress $until || exit $?
+        done' worker "$VENV/bin/python" "${until[*]:-}" "$@" >> "worker-$worker.log" 2>&1 < /dev/null &
+        echo $! > "$pidfile") > /dev/null 2>&1 < /dev/null
+    echo "worker $worker: started on $* at $(cut -c1-12 "$RESULTS/pin") (log $DIR/worker-$worker.log)"
+}
+start_worker 1 infilling title
+start_worker 2 infilling title
