@@ -45,10 +45,11 @@ def files(tmp: Path) -> dict[str, str]:
     (tmp / "empty-run").mkdir(exist_ok=True)
     (tmp / "one-value-grid.yaml").write_text("out: x\narms: {a: {}}\ngrid: {field: optim.lr, values: [0.1]}\n")
     (tmp / "no-baselines.yaml").write_text("out: x\narms: {a: {}}\ntest: {samples: 8}\n")
+    (tmp / "test-when.yaml").write_text("out: x\narms: {a: {}}\nbaselines: [a]\ntest: {samples: 8, when: later}\n")
     return {k: str(tmp / k) for k in ("not-a-model", "unknown-key.yaml", "not-yaml.yaml", "empty.jsonl",
                                        "binary.jsonl", "docs.csv", "no-move.yaml", "bad-experiment.yaml",
                                        "bad-final.yaml", "empty-run", "one-value-grid.yaml",
-                                       "no-baselines.yaml")}  # fmt: skip
+                                       "no-baselines.yaml", "test-when.yaml")}  # fmt: skip
 
 
 CASES: list[tuple[str, list[str], str]] = [
@@ -174,6 +175,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("evaluate: --record file missing", ["evaluate", "{tiny-run}", "--record", "no.json", "--out", "o"], "--record"),
     ("experiment: a grid of one value", ["experiment", "{one-value-grid.yaml}"], "experiment.grid.values"),
     ("experiment: a test block without baselines", ["experiment", "{no-baselines.yaml}"], "experiment.test"),
+    ("experiment: a test read at an unknown time", ["experiment", "{test-when.yaml}"], "experiment.test.when"),
+    ("experiment: --until that is not a time", ["experiment", "{no-baselines.yaml}", "--until", "soon"], "--until"),
     ("diagnose rounds: 0 rounds", ["diagnose", "rounds", "--rounds", "0"], "--rounds"),
     ("diagnose rounds: unknown rule", ["diagnose", "rounds", "--rules", "best"], "frost.rule"),
     ("export: a folder that holds files", ["export", "{tiny-run}", "--out", "{not-a-model}"], "--out"),

@@ -111,6 +111,7 @@ def test_the_test_phase_waits_for_complete_choices(tmp_path):
         ({"grid": {"field": "lr", "values": [0.1, 0.2]}}, "experiment.grid.field"),
         ({"choose": {"last": 0}}, "experiment.choose"),
         ({"test": {"samples": 0}}, "experiment.test"),
+        ({"test": {"samples": 2, "when": "later"}}, "experiment.test.when"),
         ({"baselines": ["nope"]}, "experiment.baselines"),
     ],
 )
@@ -321,3 +322,16 @@ def test_each_run_trains_again_a_main_run_whose_adapters_were_lost(tmp_path):
     (out / "choices.json").write_text(json.dumps(choices))
     sealed = write_summary(experiment)["test"]
     assert sealed["sealed"] and "pairs" not in sealed and "sealed" in (out / "summary.md").read_text()
+
+
+def test_until_reads_a_time_of_day_as_the_next_one_and_an_iso_time_as_given():
+    import datetime
+
+    from frost.cli.values import _clock
+
+    now = datetime.datetime(2026, 12, 2, 13, 0)
+    assert _clock("13:35", now) == datetime.datetime(2026, 12, 2, 13, 35).timestamp()
+    assert _clock("12:59", now) == datetime.datetime(2026, 12, 3, 12, 59).timestamp()  # past today: tomorrow
+    assert _clock("2026-12-05T08:00", now) == datetime.datetime(2026, 12, 5, 8, 0).timestamp()
+    with pytest.raises(ValueError, match="HH:MM"):
+        _clock("25:00", now)

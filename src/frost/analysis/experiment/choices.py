@@ -19,6 +19,13 @@ test texts) with `train.keep_adapters: true`. The experiment then runs in phases
 4. `frost experiment FILE --test` (only then, and only with `choices.json` complete): `frost evaluate` of every
    chosen checkpoint on the test split into `OUT/test/RUN/step-N/`, each recording the SHA-256 of the
    `choices.json` it used. Nothing before this phase reads the test split.
+
+With `test: {samples: 8, when: each-run}` step 4 has no phase of its own: each main run (an arm's chosen grid run,
+its other seeds) is read on test as soon as it is finished, by the worker that trained it, once its checkpoints
+are chosen (step 3's rule, from its own dev log) and written to `choices.json` and `OUT/test/RUN/choice.json`; each
+reading records that file's SHA-256 and counts only while it equals the run's final choice; no test result is shown
+before every choice is made. For machines that keep nothing between sessions (a run's adapters would not live until
+a final phase); a run whose logs say it finished stays finished on a new machine.
 """
 
 from __future__ import annotations
