@@ -31,9 +31,12 @@ PIN=$(cat "$RESULTS/pin")
 if [ ! -d "$DIR/src" ]; then
     git worktree prune
     git worktree add -f --detach "$DIR" "$PIN"
-elif [ "$(git -C "$DIR" rev-parse HEAD)" != "$PIN" ]; then
-    echo "$DIR is at $(git -C "$DIR" rev-parse --short HEAD), not the pin $PIN; stop its workers and remove it" >&2
-    exit 2
+elif [ "$(git -C "$DIR" rev-parse HEAD)" != "$PIN" ]; then  # a new pin (its runs' logs and checkpoints stay)
+    if pgrep -f "experiments/evidence3-" > /dev/null; then
+        echo "$DIR is at $(git -C "$DIR" rev-parse --short HEAD), not the pin $PIN: scripts/evidence3.sh stop first" >&2
+        exit 2
+    fi
+    git -C "$DIR" checkout -q -f --detach "$PIN"
 fi
 mkdir -p "$DIR/$RESULTS"
 # This checkout's logs into the worktree, once: a run finished in an earlier session counts as finished (its last

@@ -351,8 +351,12 @@ def run_experiment(
         update_choices(experiment)
         mains = main_runs(experiment) if each_run else []
         main_dirs = {r.run_dir for r in mains}
-        # a main run first (at the grid seed it may need only its test reading, while its adapters are here)
-        units = mains + [r for r in planned_runs(experiment) if r.run_dir not in main_dirs]
+        # an arm's run at the grid seed first (its grid run's test reading, while its adapters are here), then the
+        # grid (an arm's grid runs side by side, so that its choice comes while both are on this machine), then the
+        # other seeds
+        first = [r for r in mains if experiment.grid is not None and r.seed == experiment.grid.seed]
+        rest = [r for r in mains if r not in first]
+        units = first + [r for r in planned_runs(experiment) if r.run_dir not in main_dirs] + rest
         todo = [r for r in units if r.run_dir not in tried]
         if not todo:
             break
@@ -422,9 +426,10 @@ def fresh_main_folder(experiment: Experiment, run: PlannedRun) -> None:
     place of the link to the chosen grid run, whose adapters are gone: the grid run's logs stay the record of the
     choice), and any checkpoint choice made for an earlier training of it that was never read on test dropped from
     `choices.json` (kept under `replaced`)."""
-    if run.run_dir.is_symlink():
-        run.run_dir.unlink()
-    with claims.locked(experiment.out / "claims" / "choices.lock"):
+    with claims.locked(experiment.out / "claims" / "choices.lock"):  # no worker links it again in between
+        if run.run_dir.is_symlink():
+            run.run_dir.unlink()
+        run.run_dir.mkdir(parents=True, exist_ok=True)
         choices = read_choices(experiment.out)
         old = choices["checkpoints"].pop(run.run_dir.name, None)
         if old is not None:
