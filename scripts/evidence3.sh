@@ -23,8 +23,8 @@ ignore=shutil.ignore_patterns('checkpoints', 'adapters', 'claims', 'tensorboard'
         "$DIR/$RESULTS" "$RESULTS"
     exit 0
 fi
-until=()
-[ -n "${1:-}" ] && until=(--until "$1")
+until=()  # an absolute time, fixed now: a worker's later process (the next game's file) must not read HH:MM afresh
+[ -n "${1:-}" ] && until=(--until "$(date -d "$1" +%Y-%m-%dT%H:%M)")
 mkdir -p "$RESULTS"
 [ -f "$RESULTS/pin" ] || git rev-parse HEAD > "$RESULTS/pin"
 PIN=$(cat "$RESULTS/pin")

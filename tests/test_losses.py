@@ -203,7 +203,11 @@ def test_defaults_reproduce_the_committed_reference_runs():
             assert [sorted(r) for r in got] == want_keys, name  # no key added or lost but those added since
             for mine, theirs in zip(got, reference[name], strict=True):
                 for key, value in theirs.items():
-                    assert mine[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (name, mine["step"], key)
+                    # float32 on another processor's kernels moves the recorded values (seen on 2026-12-02, at
+                    # most: the KL 5.6e-4 relative, a small difference of log-probabilities; the loss 2.3e-4, a sum
+                    # of terms of both signs); a change of the loss or its defaults moves them by far more
+                    tol = {"rel": 2e-3, "abs": 1e-6}
+                    assert mine[key] == pytest.approx(value, **tol), (name, mine["step"], key)
     finally:
         torch.set_num_threads(threads)
 

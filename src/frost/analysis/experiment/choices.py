@@ -36,6 +36,7 @@ import json
 import math
 import os
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,29 @@ def best_baseline(choices: dict[str, Any], baselines: list[str], seeds: dict[str
     return max(scores)[2] if scores else None
 
 
+def arm_reading(
+    best: Callable[[str, int, str], dict[str, dict[str, Any]] | None], arm: str, seeds: list[int], kind: str
+) -> dict[str, Any]:
+    """One arm's test reading at one checkpoint kind over its seeds (`best`: a run's best moves per test text):
+    best-of-N and the near-copy rates of its best moves, each a mean over seeds with a 95% t interval."""
+    from frost.games import is_near_copy
+
+    means, copies, any_part = [], [], []
+    for seed in seeds:
+        found = best(arm, seed, kind)
+        if found:
+            means.append(statistics.fmean(x["reward"] for x in found.values()))
+            copies.append(statistics.fmean(is_near_copy(x["text"], x["shown"]) for x in found.values()))
+            if all(x["parts"] is not None for x in found.values()):
+                any_part.append(statistics.fmean(
+                    any(is_near_copy(x["text"], t) for t in x["parts"]) for x in found.values()
+                ))  # fmt: skip
+    return {
+        "best_of_n": mean_ci(means), "near_copy": mean_ci(copies), "near_copy_any_part": mean_ci(any_part),
+        "seeds": len(means), "seeds_expected": len(seeds),
+    }  # fmt: skip
+
+
 def test_summary(
     out: Path,
     choices: dict[str, Any],
@@ -298,24 +322,7 @@ def test_summary(
             missing.append(f"{run} ({kind})")
         return found
 
-    per_arm: dict[str, Any] = {}
-    for arm in arms:
-        per_arm[arm] = {}
-        for kind in CHECKPOINT_KINDS:
-            means, copies, any_part = [], [], []
-            for seed in seeds[arm]:
-                found = best(arm, seed, kind)
-                if found:
-                    means.append(statistics.fmean(x["reward"] for x in found.values()))
-                    copies.append(statistics.fmean(is_near_copy(x["text"], x["shown"]) for x in found.values()))
-                    if all(x["parts"] is not None for x in found.values()):
-                        any_part.append(statistics.fmean(
-                            any(is_near_copy(x["text"], t) for t in x["parts"]) for x in found.values()
-                        ))  # fmt: skip
-            per_arm[arm][kind] = {
-                "best_of_n": mean_ci(means), "near_copy": mean_ci(copies), "near_copy_any_part": mean_ci(any_part),
-                "seeds": len(means), "seeds_expected": len(seeds[arm]),
-            }  # fmt: skip
+    per_arm = {arm: {kind: arm_reading(best, arm, seeds[arm], kind) for kind in CHECKPOINT_KINDS} for arm in arms}
     pairs: list[dict[str, Any]] = []
     for baseline in baselines:
         for arm in arms:
