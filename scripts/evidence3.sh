@@ -19,7 +19,7 @@ fi
 if [ "${1:-}" = sync ]; then  # logs, choices and test readings into this checkout, to commit (no weights)
     [ -d "$RESULTS" ] && find "$RESULTS" -type l -delete  # links to chosen runs are copied again
     python3 -c "import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2], symlinks=True, dirs_exist_ok=True,
-ignore=shutil.ignore_patterns('checkpoints', 'adapters', 'claims', 'tensorboard', '.link-*', '*.tmp-*'))" \
+ignore=shutil.ignore_patterns('checkpoints', 'adapters', 'claims', 'tensorboard', '.link-*', '*.tmp-*', 'pin', '.seeded'))" \
         "$DIR/$RESULTS" "$RESULTS"
     exit 0
 fi
