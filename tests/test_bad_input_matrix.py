@@ -105,6 +105,12 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train: unknown ranking", [*TRAIN, "--set", "frost.rank_by=gain"], "rank_by"),
     ("train: unknown algorithm", [*TRAIN, "--set", "train.algorithm=ppo"], "train.algorithm"),
     ("train: unknown game", [*TRAIN, "--game", "chess"], "game"),
+    (
+        "train: a title length rule that is not a boolean",
+        [*TRAIN, "--game", "title", "--set", "game.exact_length=3"],
+        "game.exact_length",
+    ),
+    ("train: a length rule infilling does not have", [*TRAIN, "--set", "game.exact_length=true"], "game.exact_length"),
     ("train: game file without a move", [*TRAIN, "--game", "{no-move.yaml}"], "no move part"),
     ("train: LoRA rank 0", [*TRAIN, "--set", "lora.rank=0"], "lora.rank"),
     ("train: LoRA dropout 1.5", [*TRAIN, "--set", "lora.dropout=1.5"], "lora.dropout"),

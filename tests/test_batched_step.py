@@ -33,7 +33,7 @@ ATOL = 2e-5
 def mixed_instances(char_tokenizer) -> list[GameInstance]:
     """Texts of different prompt and judge lengths, a game with a stop token and sign +1, fixed-length ones with
     sign +1 and -1, and one whose move starts the judge sequence."""
-    title = build_game("title", char_tokenizer, {"move_length": L, "text_tokens": 30}).instance(
+    title = build_game("title", char_tokenizer, {"move_length": L, "text_tokens": 30, "exact_length": False}).instance(
         encode_plain(char_tokenizer, STORY)
     )
     assert title is not None

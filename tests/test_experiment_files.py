@@ -9,7 +9,7 @@ import pytest
 
 from frost.analysis.experiment.runner import arm_config, load_experiment
 from frost.games.builtin import DEFAULTS, title_spec
-from frost.games.files import load_game_file
+from frost.games.files import load_game_file, spec_to_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
@@ -26,11 +26,16 @@ def test_every_shipped_experiment_plans_valid_runs(path, monkeypatch, tmp_path):
             assert config.train.seed == seed and config.game.kind
 
 
-def test_title_exact_is_the_builtin_title_at_a_fixed_length():
-    """The demo's title game: the built-in title's judge sequence, prompt and forbidden tokens, but exactly 10 tokens
-    (no stop), and the prompt says so."""
+def test_title_exact_is_the_builtin_title_and_the_first_title_experiment_played_the_at_most_one():
+    """The demo's title game (experiments/games/title-exact.yaml) is the built-in title; the first title experiment
+    (results/evidence2/title, which ran when the built-in title was at most 10 tokens) played what `exact_length:
+    false` gives now, as its runs' recorded game.yaml shows, so its file replays the same game."""
     exact = load_game_file(ROOT / "experiments" / "games" / "title-exact.yaml")
     builtin = title_spec(DEFAULTS["title"])
-    assert exact.judge == builtin.judge and exact.forbid == builtin.forbid
-    assert exact.move.length == builtin.move.length == 10 and exact.move.stop is None and builtin.move.stop == "eos"
-    assert exact.player == builtin.player.replace("of at most", "of exactly")
+    assert exact.judge == builtin.judge and exact.forbid == builtin.forbid and exact.player == builtin.player
+    assert exact.move == builtin.move and builtin.move.length == 10 and builtin.move.stop is None
+    at_most = spec_to_yaml(title_spec({**DEFAULTS["title"], "exact_length": False}))
+    recorded = sorted((ROOT / "results" / "evidence2" / "title" / "runs").glob("*/game.yaml"))
+    assert recorded and all(path.read_text() == at_most for path in recorded)
+    experiment = load_experiment(ROOT / "experiments" / "evidence2-title.yaml")
+    assert experiment.overrides["game.exact_length"] is False

@@ -156,7 +156,7 @@ def test_reverse_reward_scores_the_target_only(tiny_model, char_tokenizer):
 @pytest.mark.parametrize("content", ["Fox", "The fox by"])
 def test_title_reward_full_and_short_moves(tiny_model, char_tokenizer, content):
     tok = char_tokenizer
-    game = build_game("title", tok, {"move_length": 10, "text_tokens": 40})
+    game = build_game("title", tok, {"move_length": 10, "text_tokens": 40, "exact_length": False})
     ids = enc(tok, STORY)
     inst = game.instance(ids)
     assert inst.stop_id == 2 and inst.variable_length
@@ -169,6 +169,31 @@ def test_title_reward_full_and_short_moves(tiny_model, char_tokenizer, content):
     _check_reward(tiny_model, inst, row, judge_ids, title + text)
     assert set(ids[:40]) <= set(inst.forbidden_ids)  # the text's own tokens may not appear in the title
     assert tok.ids["\n"] in inst.forbidden_ids
+
+
+def test_title_is_exactly_n_tokens_by_default_and_condense_at_most(tiny_model, char_tokenizer):
+    """The built-in title is the authors' demo game: exactly N tokens, no stop, and the prompt says "exactly";
+    `exact_length` turns either game into the other kind, and its value must be a boolean."""
+    tok = char_tokenizer
+    ids = enc(tok, STORY)
+    title = build_game("title", tok, {"move_length": 5, "text_tokens": 40}).instance(ids)
+    assert not title.variable_length and title.move_length == 5 and title.stop_id is None
+    assert "a title of exactly 5 tokens" in tok.decode(list(title.prompt_ids))
+    move = enc(tok, "Foxes")
+    head = [0, *enc(tok, "Title:")]
+    judge_ids = [*head, *move, *enc(tok, "\n\n"), *ids[:40]]
+    scored = list(range(len(head), len(head) + 5)) + list(range(len(head) + 7, len(judge_ids)))
+    _check_reward(tiny_model, title, move, judge_ids, scored)
+    loose = build_game("title", tok, {"move_length": 5, "text_tokens": 40, "exact_length": False}).instance(ids)
+    assert loose.variable_length and "a title of at most 5 tokens" in tok.decode(list(loose.prompt_ids))
+    condense = build_game("condense", tok, {"move_length": 5, "text_tokens": 30})
+    assert condense.instance(ids).variable_length
+    fixed = build_game("condense", tok, {"move_length": 5, "text_tokens": 30, "exact_length": True}).instance(ids)
+    assert not fixed.variable_length and "in exactly 5 tokens" in tok.decode(list(fixed.prompt_ids))
+    with pytest.raises(ConfigError, match=r"game\.exact_length must be true or false"):
+        build_game("title", tok, {"exact_length": "yes"})
+    with pytest.raises(ConfigError, match="does not apply to the infilling game"):
+        build_game("infilling", tok, {"exact_length": True})
 
 
 @pytest.mark.parametrize("content", ["abcdefgh", "ab"])
@@ -194,7 +219,9 @@ def test_rlp_reward_scores_the_next_tokens_after_the_thought(tiny_model, char_to
 
 def test_variable_length_moves_batch_with_different_lengths(tiny_model, char_tokenizer):
     tok = char_tokenizer
-    inst = build_game("title", tok, {"move_length": 6, "text_tokens": 30}).instance(enc(tok, STORY))
+    inst = build_game("title", tok, {"move_length": 6, "text_tokens": 30, "exact_length": False}).instance(
+        enc(tok, STORY)
+    )
     rows = [inst.pad_move(enc(tok, t)) for t in ("Q", "QQQ", "QZQZQZ")]
     together = Judge(tiny_model).rewards(inst, torch.tensor(rows))
     alone = [float(Judge(tiny_model).rewards(inst, torch.tensor([r]))[0]) for r in rows]

@@ -24,7 +24,7 @@ from test_games import STORY
 
 @pytest.fixture
 def title_instance(char_tokenizer) -> GameInstance:
-    game = build_game("title", char_tokenizer, {"move_length": 6, "text_tokens": 30})
+    game = build_game("title", char_tokenizer, {"move_length": 6, "text_tokens": 30, "exact_length": False})
     inst = game.instance(encode_plain(char_tokenizer, STORY))
     assert inst is not None
     return inst
@@ -185,17 +185,23 @@ def test_frost_train_on_a_game_file_writes_a_run(tmp_path):
 
 
 @pytest.mark.embedded
-def test_score_and_infill_on_the_title_game(capsys):
+def test_score_and_infill_on_the_title_and_condense_games(capsys):
     from frost.cli import main
 
-    assert main(["score", "--game", "title", "--doc", STORY, "--move", " A fox", "--top", "3", "--json"]) == 0
+    argv = ["score", "--game", "title", "--L", "2", "--doc", STORY, "--move", " A fox", "--top", "3", "--json"]
+    assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert [t["part"] for t in out["tokens"]][:2] == ["move", "move"] and len(out["edits"]) == 3
-    argv = ["infill", "--game", "title", "--doc", STORY, "--K", "3", "--rounds", "1", "--D", "3", "--json"]
+    argv = ["infill", "--game", "title", "--L", "3", "--doc", STORY, "--K", "3", "--rounds", "1", "--D", "3", "--json"]
     assert main(argv) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["moves"][0]["reward"] >= res["initial_best"] - 1e-4
-    assert all(1 <= len(m["ids"]) <= 10 for m in res["moves"])
+    assert all(len(m["ids"]) == 3 for m in res["moves"])  # the demo's title: exactly L tokens
+    argv = ["infill", "--game", "condense", "--L", "6", "--doc", STORY, "--K", "3", "--rounds", "1", "--D", "3",
+            "--json"]  # fmt: skip
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert all(1 <= len(m["ids"]) <= 6 for m in res["moves"])  # at most L, ended by the player's end of reply
 
 
 def test_game_on_the_command_line_replaces_a_shipped_configs_game(tmp_path):

@@ -79,8 +79,8 @@ class GameConfig:
     kind: str = "infilling"
     """A built-in game (infilling, reverse, title, condense, rlp) or the path of a YAML game file."""
     move_length: int | None = None
-    """L: tokens per move (fixed-length games; the paper: 4, 8, 12), or the most tokens (title, condense). Also
-    overrides a game file's move length."""
+    """L: tokens per move (the paper: 4, 8, 12), or the most tokens (a move ended by a stop: condense, title with
+    exact_length false). Also overrides a game file's move length."""
     start: bool | None = None
     """Begin the judge's sequence with the model's document-start token (default true)."""
     begin_tokens: int | None = None
@@ -97,6 +97,9 @@ class GameConfig:
     """reverse: tokens of the target t (32); rlp: next tokens scored (16)."""
     target_text: str | None = None
     """reverse: a fixed target text (e.g. a jailbreak target) instead of a document slice."""
+    exact_length: bool | None = None
+    """title, condense: the move is exactly move_length tokens (true; title's default, the authors' demo) or ends at
+    the player's end of reply, at most move_length tokens (false; condense's default)."""
 
     def params(self) -> dict[str, Any]:
         """The fields that parameterise the game (null ones left out)."""

@@ -46,7 +46,7 @@ def _add_game_args(p: argparse.ArgumentParser) -> None:
         "--game", default="infilling", help="a built-in game (infilling, reverse, title, condense, rlp) or a YAML file"
     )
     p.add_argument(
-        "--L", type=count(), help="move length (or the longest move, for title/condense); default: the game's"
+        "--L", type=count(), help="move length (the longest move where a stop ends it: condense); default: the game's"
     )
 
 

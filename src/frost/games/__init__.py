@@ -22,7 +22,7 @@ from frost.games.spec import NEAR_COPY, GameSpec, MoveSpec, Part, SpecGame, copi
 
 BUILTIN_GAMES = tuple(BUILDERS)
 GAME_PARAMS = ("move_length", "start", "begin_tokens", "gap_tokens", "end_tokens", "text_tokens", "context_tokens",
-               "target_tokens", "target_text")  # fmt: skip
+               "target_tokens", "target_text", "exact_length")  # fmt: skip
 """The `game` section's fields that parameterise built-in games (each game reads some: `DEFAULTS`)."""
 
 

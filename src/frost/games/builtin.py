@@ -4,8 +4,8 @@
 |---|---|---|---|
 | infilling | exactly L tokens bridging x and z | start, x, MOVE, Z | log P(y z / x) |
 | reverse | a prefix p of exactly L tokens | start, p, T | log P(t / p) |
-| title | a title of at most N tokens | start, "Title:", TITLE, "\\n\\n", S | log P(title s / "Title:") |
-| condense | a description x of at most N tokens | start, x, "\\n\\n", S | log P(s / x) |
+| title | a title of exactly N tokens (or at most N) | start, "Title:", TITLE, "\\n\\n", S | log P(title s / "Title:") |
+| condense | a description x of at most N tokens (or exactly N) | start, x, "\\n\\n", S | log P(s / x) |
 | rlp | a thought of exactly L tokens | start, c, thought, NEXT | log P(next / c, thought) |
 """
 
@@ -32,11 +32,11 @@ REVERSE_PROMPT = (
     "naturally. Respond with those {move_length} tokens only."
 )
 TITLE_PROMPT = (
-    "Give the text below a title of at most {move_length} tokens that tells a reader as much about the text as "
+    "Give the text below a title of LENGTH {move_length} tokens that tells a reader as much about the text as "
     "possible. The title may not reuse any token of the text. Respond with the title only.\n\nThe text:\n{doc:0:TEXT}"
 )
 CONDENSE_PROMPT = (
-    "Describe the story below in at most {move_length} tokens, so that a reader of your description could predict "
+    "Describe the story below in LENGTH {move_length} tokens, so that a reader of your description could predict "
     "the story as well as possible. Respond with the description only.\n\nThe story:\n{doc:0:TEXT}"
 )
 RLP_PROMPT = (
@@ -48,8 +48,8 @@ RLP_PROMPT = (
 DEFAULTS: dict[str, dict[str, Any]] = {
     "infilling": {"move_length": 8, "start": True, "begin_tokens": 8, "gap_tokens": 24, "end_tokens": 64},
     "reverse": {"move_length": 8, "start": True, "target_tokens": 32, "target_text": None},
-    "title": {"move_length": 10, "start": True, "text_tokens": 128},
-    "condense": {"move_length": 16, "start": True, "text_tokens": 64},
+    "title": {"move_length": 10, "start": True, "text_tokens": 128, "exact_length": True},
+    "condense": {"move_length": 16, "start": True, "text_tokens": 64, "exact_length": False},
     "rlp": {"move_length": 8, "start": True, "context_tokens": 64, "target_tokens": 16},
 }
 """Each built-in game's parameters (the `game` section's fields it reads) and their defaults."""
@@ -84,9 +84,18 @@ def reverse_spec(p: dict[str, Any]) -> GameSpec:
     return GameSpec("reverse", MoveSpec(p["move_length"]), player, judge)
 
 
+def _sized(p: dict[str, Any], prompt: str) -> tuple[MoveSpec, str]:
+    """The move and prompt of a game whose move is exactly `move_length` tokens or ends at the player's end of reply
+    (at most `move_length`), as `exact_length` says."""
+    if p["exact_length"]:
+        return MoveSpec(p["move_length"]), prompt.replace("LENGTH", "exactly")
+    return MoveSpec(p["move_length"], stop=EOS_STOP), prompt.replace("LENGTH", "at most")
+
+
 def title_spec(p: dict[str, Any]) -> GameSpec:
     """Title: the judge scores the move as a title and the text after it; the move may not use the text's tokens
-    (the authors' demo game)."""
+    (the authors' demo game: exactly `move_length` tokens; with `exact_length` false the title ends at the player's
+    end of reply, and since every title token is scored, a trained player shortens it: docs/results.md)."""
     s = p["text_tokens"]
     judge = (
         *_start(p["start"]),
@@ -95,16 +104,16 @@ def title_spec(p: dict[str, Any]) -> GameSpec:
         Part("text", text="\n\n"),
         Part("doc", scored=True, span=(0, s)),
     )
-    move = MoveSpec(p["move_length"], stop=EOS_STOP)
-    return GameSpec("title", move, TITLE_PROMPT.replace("TEXT", str(s)), judge, forbid=("document_tokens", "newlines"))
+    move, prompt = _sized(p, TITLE_PROMPT.replace("TEXT", str(s)))
+    return GameSpec("title", move, prompt, judge, forbid=("document_tokens", "newlines"))
 
 
 def condense_spec(p: dict[str, Any]) -> GameSpec:
     """Condense: the move is a short stand-in after which the judge scores the whole text."""
     s = p["text_tokens"]
     judge = (*_start(p["start"]), Part("move"), Part("text", text="\n\n"), Part("doc", scored=True, span=(0, s)))
-    move = MoveSpec(p["move_length"], stop=EOS_STOP)
-    return GameSpec("condense", move, CONDENSE_PROMPT.replace("TEXT", str(s)), judge, forbid=("newlines",))
+    move, prompt = _sized(p, CONDENSE_PROMPT.replace("TEXT", str(s)))
+    return GameSpec("condense", move, prompt, judge, forbid=("newlines",))
 
 
 def rlp_spec(p: dict[str, Any]) -> GameSpec:
@@ -142,6 +151,8 @@ def builtin_spec(name: str, params: dict[str, Any] | None = None) -> GameSpec:
     for key, value in values.items():
         if key == "gap_tokens" and value < 0:
             raise ConfigError(f"game.gap_tokens must be >= 0, got {value}")
+        if key == "exact_length" and not isinstance(value, bool):
+            raise ConfigError(f"game.exact_length must be true or false, got {value!r}")
         positive = (key.endswith("_tokens") and key != "gap_tokens") or key == "move_length"
         if positive and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ConfigError(f"game.{key} must be an integer >= 1, got {value!r}")
