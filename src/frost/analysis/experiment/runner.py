@@ -807,7 +807,8 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += choices_markdown(summary["choices"])
     if summary.get("test", {}).get("sealed"):
         read = summary["test"]["read"]
-        lines += ["", f"Test: sealed until every choice is made ({len(read)} runs read on test as they finished; "
+        runs = f"{len(read)} run{'' if len(read) == 1 else 's'}"
+        lines += ["", f"Test: sealed until every choice is made ({runs} read on test as they finished; "
                   "no test result is shown before then)."]  # fmt: skip
     elif summary.get("test", {}).get("pairs") or any(
         k["seeds"] for a in summary.get("test", {}).get("arms", {}).values() for k in a.values()
