@@ -411,6 +411,19 @@ def test_a_stop_signal_during_a_final_diagnostic_pauses_and_the_same_command_fin
     assert sorted(r["prompt"] for r in rows) == [0, 1]  # each prompt once
 
 
+def test_a_stop_signal_as_a_diagnostic_starts_pauses_before_the_child_starts(tmp_path):
+    """The race the test above can lose on a loaded machine: SIGTERM right after the diagnostic's start is logged
+    (here: while it is being logged) pauses the experiment (DiagnosticPaused) and starts no child; the handlers are
+    restored afterwards."""
+    from frost.analysis.experiment.final import DiagnosticPaused, _run
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(DiagnosticPaused, match="stopped by signal 15"):
+        _run(["diagnose", "samples"], tmp_path / "log.txt", lambda: os.kill(os.getpid(), signal.SIGTERM))
+    assert not (tmp_path / "log.txt").exists()  # no child was started
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_the_shaded_interval_of_a_fraction_stays_between_0_and_1():
     from frost.analysis.experiment.plots import band
 

@@ -23,6 +23,7 @@ seeds, and the lift of each selection rule.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -199,8 +200,8 @@ def run_diagnostics(
             started.write_text(json.dumps(args))
             (folder / "done.json").unlink(missing_ok=True)  # results of other settings are replaced, not counted
             run = [*args, "--threads", str(threads), "--out", str(folder)] + (["--resume"] if resume else [])
-            note({"event": "diagnostic", "diagnostic": f"{rel.parent.name}/{rel.name}", "status": "start"})
-            code = _run(run, folder / "log.txt")
+            start = {"event": "diagnostic", "diagnostic": f"{rel.parent.name}/{rel.name}", "status": "start"}
+            code = _run(run, folder / "log.txt", functools.partial(note, start))
             if code != 0:
                 lines = (folder / "log.txt").read_text().strip().splitlines()
                 last = lines[-1] if lines else "no output"
@@ -213,23 +214,34 @@ def run_diagnostics(
             held.close()
 
 
-def _run(args: list[str], log: Path) -> int:
-    """`python -m frost ARGS` with its output appended to `log`; SIGTERM/SIGINT stop it and raise DiagnosticPaused."""
+def _run(args: list[str], log: Path, started: Callable[[], None]) -> int:
+    """`python -m frost ARGS` with its output appended to `log`, calling `started` first; SIGTERM/SIGINT stop it and
+    raise DiagnosticPaused. The handlers are in place before `started` and the child's start, so a signal that
+    follows the start being logged (or comes at any time until the child ends) pauses, never kills this process."""
     stopped: list[int] = []
+    child: list[subprocess.Popen[bytes]] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stopped.append(signum)
-        proc.send_signal(signal.SIGTERM)
+        for proc in child:
+            proc.send_signal(signal.SIGTERM)
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("a") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "frost", *args], stdout=f, stderr=subprocess.STDOUT, env=env)
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            code = proc.wait()
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        started()
+        code = 0
+        if not stopped:
+            with log.open("a") as f:
+                proc = subprocess.Popen([sys.executable, "-m", "frost", *args], stdout=f, stderr=subprocess.STDOUT,
+                                        env=env)  # fmt: skip
+                child.append(proc)
+                if stopped:  # the signal came while the child was starting
+                    proc.send_signal(signal.SIGTERM)
+                code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if stopped:
         raise DiagnosticPaused(f"{' '.join(args[:2])} stopped by signal {stopped[0]}")
     return code
