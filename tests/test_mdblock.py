@@ -34,7 +34,7 @@ def test_experiment_summary_goes_into_a_markdown_block(tmp_path, capsys):
     val = {"val/reward_mean": -3.0, "val/token_entropy": 0.1, "val/score_var": 0.0, "val/frac_zero_var": 0.0}
     rows = [{"step": 1, "reward": -3.0, "judge_fwd_seqs": 4, "time/step_s": 1.0}, {"step": 1, **val}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = tmp_path / "experiment.yaml"
+    spec = tmp_path / "evidence.yaml"
     spec.write_text(f"out: {out}\nseeds: [0]\narms:\n  a: {{}}\n")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- frost-experiment:evidence -->\nstale\n<!-- /frost-experiment:evidence -->\nend\n")
@@ -45,6 +45,14 @@ def test_experiment_summary_goes_into_a_markdown_block(tmp_path, capsys):
         == f"intro\n<!-- frost-experiment:evidence -->\n{expected}\n<!-- /frost-experiment:evidence -->\nend\n"
     )
     assert "| a | 1 | 1 |" in expected
+    # A second file whose out folder has the same last name gets a block of its own, named by its file.
+    other = tmp_path / "evidence-b.yaml"
+    other.write_text(f"out: {out}\nseeds: [0]\narms:\n  a: {{}}\n")
+    assert main(["experiment", str(other), "--summary-only", "--md", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.count("<!-- frost-experiment:evidence -->") == 1
+    assert text.count("<!-- frost-experiment:evidence-b -->") == 1
+    assert text.startswith(f"intro\n<!-- frost-experiment:evidence -->\n{expected}\n")
     assert main(["experiment", str(spec), "--summary-only", "--md", str(tmp_path / "no" / "such" / "x.md")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--md:" in err

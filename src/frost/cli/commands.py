@@ -227,8 +227,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.md is not None:
         from frost.tools.mdblock import write_block
 
-        write_block(args.md, "frost-experiment", experiment.out.name, markdown(summary))
-        print(f"and into {args.md} (<!-- frost-experiment:{experiment.out.name} -->)")
+        write_block(args.md, "frost-experiment", experiment.name, markdown(summary))
+        print(f"and into {args.md} (<!-- frost-experiment:{experiment.name} -->)")
     return 0
 
 

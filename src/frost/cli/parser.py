@@ -320,7 +320,7 @@ def _experiment(sub: Any) -> None:
         "--md",
         type=Path,
         help="also write the summary's tables into this Markdown file, between <!-- frost-experiment:NAME --> markers "
-        "(NAME: the out folder's name; the block is appended when missing, text outside it is kept)",
+        "(NAME: the experiment file's name without .yaml; the block is appended when missing, text outside it is kept)",
     )
     _add_threads(p)
     _add_no_progress(p)

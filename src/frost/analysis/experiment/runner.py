@@ -111,6 +111,9 @@ class Experiment:
     choose: ChoiceRule = field(default_factory=ChoiceRule)
     test: TestPhase | None = None
     baselines: list[str] = field(default_factory=list)
+    name: str = ""
+    """The experiment file's name without its suffix: names its block in a Markdown file (`--md`), so two files
+    whose `out` folders share a last name (results/evidence2/infilling, results/evidence3/infilling) keep two blocks."""
 
     def runs(self) -> list[tuple[Arm, int, Path]]:
         """(arm, seed, run folder), seed-major."""
@@ -195,6 +198,7 @@ def load_experiment(path: str | Path) -> Experiment:
         choose=parse_choose(data.get("choose")),
         test=test,
         baselines=list(baselines),
+        name=path.stem,
     )
 
 
