@@ -8,6 +8,7 @@
 #                                       reading still follows it. Logs: /work/evidence3/worker-*.log)
 #                                   scripts/evidence3.sh stop   (SIGTERM: each worker saves and pauses)
 #                                   scripts/evidence3.sh sync   (copy the runs' logs, choices and test readings here)
+#                                   scripts/evidence3.sh commit (sync, then commit what finished: scripts/evidence3_commit.py)
 set -eu
 DIR=${EVIDENCE_DIR:-/work/evidence3}
 VENV=${EVIDENCE_VENV:-/work/evidence-venv}
@@ -22,6 +23,10 @@ if [ "${1:-}" = sync ]; then  # logs, choices and test readings into this checko
 ignore=shutil.ignore_patterns('checkpoints', 'adapters', 'claims', 'tensorboard', '.link-*', '*.tmp-*', 'pin', '.seeded'))" \
         "$DIR/$RESULTS" "$RESULTS"
     exit 0
+fi
+if [ "${1:-}" = commit ]; then  # run after every run or reading that finishes: a machine may keep nothing but commits
+    "$0" sync
+    exec .venv/bin/python scripts/evidence3_commit.py
 fi
 until=()  # an absolute time, fixed now: a worker's later process (the next game's file) must not read HH:MM afresh
 [ -n "${1:-}" ] && until=(--until "$(date -d "$1" +%Y-%m-%dT%H:%M)")
