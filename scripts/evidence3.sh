@@ -1,5 +1,6 @@
 #!/bin/bash
-# Run the evidence experiments (experiments/evidence3-*.yaml) in the background: two workers with one thread each,
+# Run the evidence experiments (experiments/evidence3-*.yaml) in the background: two workers with one thread each
+# (or EVIDENCE_WORKERS with EVIDENCE_THREADS each),
 # from a worktree pinned at one commit (so later changes to main never alter a run halfway) and a venv of their own.
 # The pin is the commit in results/evidence3/pin (committed with the results, so a later session on a new machine
 # runs the same code), else this checkout's HEAD, which is then written there. Idempotent: it sets up what is missing,
@@ -9,8 +10,13 @@
 #                                   scripts/evidence3.sh stop   (SIGTERM: each worker saves and pauses)
 #                                   scripts/evidence3.sh sync   (copy the runs' logs, choices and test readings here)
 #                                   scripts/evidence3.sh commit (sync, then commit what finished: scripts/evidence3_commit.py)
+# EVIDENCE_WORKERS=1 EVIDENCE_THREADS=2 scripts/evidence3.sh [HH:MM]: one worker on both cores. Two workers give about
+# 1.3x the steps per hour, so each run takes about 2/1.3 = 1.5x as long as one worker's; where a machine keeps nothing between
+# sessions, a run must finish within one, so the last runs of a session (and the longer title runs) go faster alone.
 set -eu
 DIR=${EVIDENCE_DIR:-/work/evidence3}
+WORKERS=${EVIDENCE_WORKERS:-2}
+THREADS=${EVIDENCE_THREADS:-1}
 VENV=${EVIDENCE_VENV:-/work/evidence-venv}
 RESULTS=results/evidence3
 if [ "${1:-}" = stop ]; then
@@ -59,11 +65,13 @@ start_worker() {  # start_worker N GAME...: worker N runs each game's file in tu
         echo "worker $worker: running (pid $(cat "$pidfile"))"
         return
     fi
-    (cd "$DIR" || exit 1; PYTHONPATH="$DIR/src" nohup bash -c 'python=$1 until=$2; shift 2; for game; do
-            "$python" -m frost experiment "experiments/evidence3-$game.yaml" --threads 1 --no-progress $until || exit $?
-        done' worker "$VENV/bin/python" "${until[*]:-}" "$@" >> "worker-$worker.log" 2>&1 < /dev/null &
+    (cd "$DIR" || exit 1; PYTHONPATH="$DIR/src" nohup bash -c 'python=$1 threads=$2 until=$3; shift 3; for game; do
+            "$python" -m frost experiment "experiments/evidence3-$game.yaml" --threads $threads --no-progress $until \
+                || exit $?
+        done' worker "$VENV/bin/python" "$THREADS" "${until[*]:-}" "$@" >> "worker-$worker.log" 2>&1 < /dev/null &
         echo $! > "$pidfile") > /dev/null 2>&1 < /dev/null
-    echo "worker $worker: started on $* at $(cut -c1-12 "$RESULTS/pin") (log $DIR/worker-$worker.log)"
+    echo "worker $worker: started on $* at $(cut -c1-12 "$RESULTS/pin"), $THREADS thread(s) (log $DIR/worker-$worker.log)"
 }
-start_worker 1 infilling title
-start_worker 2 infilling title
+for worker in $(seq 1 "$WORKERS"); do
+    start_worker "$worker" infilling title
+done
