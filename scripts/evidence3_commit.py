@@ -17,36 +17,26 @@ reading that finishes, not once at the end.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from frost.analysis.experiment.runner import load_experiment, logged_done
+
 RESULTS = Path("results/evidence3")
 
 
-def last_events(progress: Path) -> dict[str, str]:
-    """The last progress event of each run folder name (``ARM-seedN``) in one game's ``progress.jsonl``."""
-    last: dict[str, str] = {}
-    if progress.exists():
-        for line in progress.read_text().splitlines():
-            event = json.loads(line) if line.strip() else {}
-            if "arm" in event:  # (test readings log "diagnostic" events without one)
-                last[f"{event['arm']}-seed{event['seed']}"] = event["event"]
-    return last
-
-
-def drop_unfinished(game: Path) -> tuple[list[Path], list[Path]]:
-    """Delete the copies of unfinished runs and readings; returns (finished run folders, finished readings)."""
-    last = last_events(game / "progress.jsonl")
+def drop_unfinished(game: Path, done: dict[str, int]) -> tuple[list[Path], list[Path]]:
+    """Delete the copies of unfinished runs (not in ``done``, from ``logged_done``) and readings; returns (finished run
+    folders, finished readings)."""
     runs: list[Path] = []
     for run in sorted((game / "runs").glob("*")):
         name = run.resolve().name  # a main run at the grid's seed is a link to its arm's chosen grid run
-        if run.is_dir() and last.get(name) == "done":
+        if run.is_dir() and name in done:
             runs.append(run)
         elif run.is_dir():
-            print(f"not committed (unfinished): {run} ({last.get(name, 'no events')})")
+            print(f"not committed (unfinished): {run}")
             run.unlink() if run.is_symlink() else shutil.rmtree(run)
     readings: list[Path] = []
     for step in sorted((game / "test").glob("*/step-*")):
@@ -78,8 +68,8 @@ def main() -> None:
     """Commit every game's finished logs and choices, then its finished test readings."""
     python = sys.executable
     for game in sorted(path for path in RESULTS.iterdir() if (path / "progress.jsonl").exists()):
-        runs, readings = drop_unfinished(game)
         experiment = Path(f"experiments/evidence3-{game.name}.yaml")
+        runs, readings = drop_unfinished(game, logged_done(load_experiment(experiment)))
         subprocess.run([python, "-m", "frost", "experiment", str(experiment), "--summary-only"], check=True)
         logs = [game / name for name in ("progress.jsonl", "choices.json", "summary.json", "summary.md", "curves.png")]
         choices = sorted((game / "test").glob("*/choice.json"))
