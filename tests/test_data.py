@@ -114,6 +114,30 @@ def test_load_split_caches_tokenised_instances(tmp_path, monkeypatch, embedded_t
     assert first.validation[0].source == "hand-00"
 
 
+def test_instance_cache_survives_two_writers_that_start_together(tmp_path, monkeypatch, embedded_tokenizer):
+    """Two workers that miss the cache together both write it: the second writer finishes (writes its temporary file
+    and renames it into place) between the first one's write and rename, and neither fails or leaves a partial file."""
+    monkeypatch.setenv("FROST_CACHE", str(tmp_path / "cache"))
+    game = InfillingGame(embedded_tokenizer, move_length=4)
+    config = DataConfig(source="handwritten", validation_size=3, seed=5)
+    real_replace = data.os.replace
+    interleaved = []
+
+    def replace_after_a_second_writer(src, dst):
+        if not interleaved:  # the first writer is about to rename: the second writer runs from start to end first
+            interleaved.append(True)
+            data._usable_instances(config, game, cache=True)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(data.os, "replace", replace_after_a_second_writer)
+    instances, _, _ = data._usable_instances(config, game, cache=True)
+    assert interleaved
+    files = sorted(p.name for p in (tmp_path / "cache" / "instances").iterdir())
+    assert len(files) == 1 and files[0].endswith(".json")  # no temporary file left behind
+    monkeypatch.setattr(data.os, "replace", real_replace)
+    assert load_split(config, game).validation == instances[:3]
+
+
 def test_shipped_story_set_is_usable(embedded_tokenizer):
     """The story set in the package: at least 600 distinct stories, every one long enough for infilling."""
     docs = read_documents("embedded")

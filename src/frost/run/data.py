@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import random
+import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -299,10 +301,13 @@ def _usable_instances(config: DataConfig, game: Any, *, cache: bool) -> tuple[li
         skipped.update(report.counts)
         if cache:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
             payload = {"instances": [_instance_to_json(i) for i in instances], "game_skipped": dict(report.counts)}
-            tmp.write_text(json.dumps(payload))
-            tmp.replace(path)
+            # A temporary file of this writer's own: workers that start together (one per core or GPU) all miss
+            # the cache and write it; a shared temporary name let one worker's rename take the file from another.
+            handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
+            with os.fdopen(handle, "w") as tmp:
+                tmp.write(json.dumps(payload))
+            os.replace(tmp_name, path)
     if not instances:
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(skipped.items()))
         raise DataError(
