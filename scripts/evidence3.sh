@@ -73,5 +73,8 @@ start_worker() {  # start_worker N GAME...: worker N runs each game's file in tu
     echo "worker $worker: started on $* at $(cut -c1-12 "$RESULTS/pin"), $THREADS thread(s) (log $DIR/worker-$worker.log)"
 }
 for worker in $(seq 1 "$WORKERS"); do
+    # Workers start 30 s apart: at the pin, workers that build the tokenised-instance cache together can crash (one's
+    # rename took the other's temporary file; fixed on main in 8b16a01), and the first builds it in about 10 s.
+    [ "$worker" -gt 1 ] && sleep 30
     start_worker "$worker" infilling title
 done
