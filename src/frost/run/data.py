@@ -21,7 +21,7 @@ import itertools
 import json
 import os
 import random
-import tempfile
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -304,10 +304,12 @@ def _usable_instances(config: DataConfig, game: Any, *, cache: bool) -> tuple[li
             payload = {"instances": [_instance_to_json(i) for i in instances], "game_skipped": dict(report.counts)}
             # A temporary file of this writer's own: workers that start together (one per core or GPU) all miss
             # the cache and write it; a shared temporary name let one worker's rename take the file from another.
-            handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
-            with os.fdopen(handle, "w") as tmp:
-                tmp.write(json.dumps(payload))
-            os.replace(tmp_name, path)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
+            try:
+                tmp.write_text(json.dumps(payload))
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)  # left only when the write or the rename failed
     if not instances:
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(skipped.items()))
         raise DataError(
