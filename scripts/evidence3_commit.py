@@ -6,8 +6,9 @@ under ``results/evidence3``:
 1. drop the copies of what is not finished (a run whose last progress event is not ``done``; a test reading of one
    checkpoint without its ``done.json``): the worktree keeps the originals, and a fresh clone must be able to
    rebuild the committed summary from what is committed;
-2. rebuild the (sealed) summary with this checkout's ``frost experiment FILE --summary-only``;
-3. commit the logs, the summary and every choice (``choices.json``, ``test/RUN/choice.json``);
+2. rebuild the (sealed) summary with this checkout's ``frost experiment FILE --summary-only --md README.md`` (the
+   README's Evidence block of the file too);
+3. commit the logs, the summary, the README and every choice (``choices.json``, ``test/RUN/choice.json``);
 4. then, in a commit of its own, the finished test readings: a choice is always committed before the test results
    that follow it (the issue's acceptance).
 
@@ -70,8 +71,10 @@ def main() -> None:
     for game in sorted(path for path in RESULTS.iterdir() if (path / "progress.jsonl").exists()):
         experiment = Path(f"experiments/evidence3-{game.name}.yaml")
         runs, readings = drop_unfinished(game, logged_done(load_experiment(experiment)))
-        subprocess.run([python, "-m", "frost", "experiment", str(experiment), "--summary-only"], check=True)
+        summary = [python, "-m", "frost", "experiment", str(experiment), "--summary-only", "--md", "README.md"]
+        subprocess.run(summary, check=True, stdout=subprocess.DEVNULL)
         logs = [game / name for name in ("progress.jsonl", "choices.json", "summary.json", "summary.md", "curves.png")]
+        logs.append(Path("README.md"))  # its Evidence block for this file (tests/test_readme_evidence.py)
         choices = sorted((game / "test").glob("*/choice.json"))
         commit(
             logs + runs + choices,

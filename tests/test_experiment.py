@@ -254,6 +254,13 @@ def test_unfinished_runs_are_listed_not_counted(tmp_path):
     assert arm["paired"]["mean"] == pytest.approx(4.5)
     assert summary["in_progress"] == [{"arm": "arm", "seed": 1, "step": 0}]
     assert "Unfinished runs, not counted above or below: arm seed 1 (step 0)." in markdown(summary)
+    assert summary["not_started"] == []
+    # A seed the file asks for that no worker has started is named too: "every run finished" is checkable.
+    experiment = Experiment(out=tmp_path, seeds=[0, 1, 2], arms=[Arm("ref", None), Arm("arm", None)], reference="ref")
+    summary = summarize(experiment)
+    assert summary["not_started"] == [{"arm": "ref", "seed": 2}, {"arm": "arm", "seed": 2}]
+    assert "Runs not started yet: ref seed 2, arm seed 2." in markdown(summary)
+    assert [r["seed"] for r in summary["arms"]["arm"]["runs"]] == [0]
 
 
 def test_paired_reports_the_mean_difference_of_each_seed_and_the_seeds_won(tmp_path):

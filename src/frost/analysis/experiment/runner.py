@@ -684,9 +684,11 @@ of the beginning (the game's copy metric), and the judge forwards and training w
 
 
 def summarize(experiment: Experiment) -> dict[str, Any]:
-    """The experiment's statistics from its finished runs (unfinished ones are listed, not counted)."""
+    """The experiment's statistics from its finished runs (unfinished ones are listed, not counted; so are the runs
+    the file asks for that have not started)."""
     unfinished = unfinished_runs(experiment)
     arms: dict[str, Any] = {}
+    not_started: list[dict[str, Any]] = []
     for arm in experiment.arms:
         seeds = arm.seeds or experiment.seeds
         curves: dict[int, dict[str, list[float]]] = {}
@@ -697,6 +699,7 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
             run_dir = experiment.out / "runs" / f"{arm.name}-seed{seed}"
             train, val = _records(run_dir)
             if not train and not val:
+                not_started.append({"arm": arm.name, "seed": seed})
                 continue
             best_key = next((k for k in (val[0] if val else {}) if k.startswith("val/best_of_")), None)
             copy_key = next((k for k in (val[0] if val else {}) if k.startswith("val/frac_") and "zero" not in k), None)
@@ -728,7 +731,12 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
             "matched_curve": matched_curve(experiment, arm, unfinished),
         }
     in_progress = [{"arm": a, "seed": s, "step": n} for (a, s), n in sorted(unfinished.items())]
-    summary: dict[str, Any] = {"reference": experiment.reference, "arms": arms, "in_progress": in_progress}
+    summary: dict[str, Any] = {
+        "reference": experiment.reference,
+        "arms": arms,
+        "in_progress": in_progress,
+        "not_started": not_started,
+    }
     choices = read_choices(experiment.out)
     if experiment.grid is not None:
         summary["choices"] = choices
@@ -771,6 +779,9 @@ def markdown(summary: dict[str, Any]) -> str:
     if summary.get("in_progress"):
         runs = ", ".join(f"{r['arm']} seed {r['seed']} (step {r['step']})" for r in summary["in_progress"])
         lines += ["", f"Unfinished runs, not counted above or below: {runs}."]
+    if summary.get("not_started"):
+        runs = ", ".join(f"{r['arm']} seed {r['seed']}" for r in summary["not_started"])
+        lines += ["", f"Runs not started yet: {runs}."]
     pairs = [(n, a["paired"]) for n, a in summary["arms"].items() if a["paired"]]
     if pairs:
         lines += [
